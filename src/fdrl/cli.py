@@ -1,0 +1,170 @@
+"""``fdrl`` command line: a thin layer over the library API.
+
+Only argparse is imported at start-up, so ``fdrl --help`` answers in a fraction of a second; each command
+imports torch and friends when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import create_model, get_entry, list_models
+
+    names = [args.name] if args.name else list_models()
+    for name in names:
+        model = create_model(name, num_classes=args.num_classes)
+        n = sum(p.numel() for p in model.parameters())
+        trunk = sum(p.numel() for p in model.backbone.parameters())
+        print(f"{name:20s} {n / 1e6:6.2f} M parameters (trunk {trunk / 1e6:.2f} M, heads {(n - trunk) / 1e6:.3f} M)"
+              f"  K={args.num_classes}  {get_entry(name).description}")
+        if args.name:
+            print(model.config)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine.runner import train_command
+
+    return train_command(args)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.runner import eval_command
+
+    return eval_command(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .engine.runner import demo_command
+
+    return demo_command(args)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data.commands import data_command
+
+    return data_command(args)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_command
+
+    return prepare_command(args)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .inference.commands import predict_command
+
+    return predict_command(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .inference.commands import export_command
+
+    return export_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fdrl", description="Facial expression recognition with FDRL (CVPR 2021).")
+    p.add_argument("--version", action="version", version="fdrl 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    m = sub.add_parser("models", help="list the registered models and their parameter counts")
+    m.add_argument("name", nargs="?", help="one model: also print its full config")
+    m.add_argument("--num-classes", type=int, default=7)
+    m.set_defaults(func=_cmd_models)
+
+    d = sub.add_parser("demo", help="generate the synthetic set, train FDRL on it, evaluate and write a report")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("--config", help="YAML file (see configs/)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=5 --set model.delta=0.3")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, report)")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt exactly")
+    t.add_argument("--folds", type=int, default=None, help="k-fold protocol (ckplus, mmi, oulu_casia)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a data set split and write a report")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--root", default=None)
+    e.add_argument("--split", default="test")
+    e.add_argument("--out", required=True)
+    e.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. --option label_mode=majority")
+    e.set_defaults(func=_cmd_eval)
+
+    da = sub.add_parser("data", help="list data sets or check one on disk")
+    dsub = da.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.add_parser("list", help="every registered data set")
+    ck = dsub.add_parser("check", help="per-split, per-class counts and skipped files")
+    ck.add_argument("--dataset", required=True)
+    ck.add_argument("--root", default=None)
+    ck.add_argument("--splits", default=None, help="comma-separated splits (default: the data set's own)")
+    ck.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE")
+    da.set_defaults(func=_cmd_data)
+
+    pr = sub.add_parser("prepare", help="detect, align and crop faces of a raw image folder")
+    pr.add_argument("src")
+    pr.add_argument("dst")
+    pr.add_argument("--size", type=int, default=224)
+    pr.add_argument("--detector", default="opencv")
+    pr.add_argument("--margin", type=float, default=0.2)
+    pr.set_defaults(func=_cmd_prepare)
+
+    pd = sub.add_parser("predict", help="expression probabilities for faces in images, folders or a video")
+    pd.add_argument("inputs", nargs="+", help="image files, folders, a video file or a camera index")
+    pd.add_argument("--checkpoint", default=None, help="fdrl .pt or exported .onnx (default: the shipped model)")
+    pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
+    pd.add_argument("--save-annotated", default=None, metavar="DIR")
+    pd.add_argument("--detector", default="opencv", help="opencv | none")
+    pd.add_argument("--batch-size", type=int, default=64)
+    pd.add_argument("--device", default="cpu")
+    pd.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")
+    pd.add_argument("--max-frames", type=int, default=None, help="video/camera: stop after N frames")
+    pd.set_defaults(func=_cmd_predict)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    ex.add_argument("--checkpoint", default=None)
+    ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--dynamic-batch", action="store_true")
+    ex.set_defaults(func=_cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    if args.command == "data" and not args.data_command:
+        parser.parse_args(["data", "--help"])
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # user-facing errors: one clear line, no traceback
+        from .errors import USER_ERRORS
+
+        if isinstance(exc, USER_ERRORS):
+            print(f"fdrl {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Typed run configuration: dataclass defaults <- YAML file <- ``--set key=value`` overrides.
+
+The resolved config is written to the run folder and into every checkpoint, so a checkpoint alone rebuilds
+the model, its preprocessing and the recipe that trained it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .losses import LossConfig
+from .optim import OptimConfig, SchedConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not exist or does not fit."""
+
+
+@dataclass
+class Preprocessing:
+    """How a face crop becomes a model input; stored in checkpoints and ONNX metadata."""
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    grayscale: bool = False  # convert to gray and replicate to 3 channels (FER2013-style sources)
+    face_margin: float = 0.2  # detector box enlarged by this fraction per side before cropping
+
+    def __post_init__(self) -> None:
+        if self.input_size < 32:
+            raise ConfigError(f"input_size must be >= 32 px, got {self.input_size}")
+        self.mean, self.std = tuple(self.mean), tuple(self.std)  # type: ignore[assignment]
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # dataset-specific keyword arguments
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    val_fraction: float = 0.1  # carved, seeded and stratified, from train where a benchmark has no val split
+    augment: Literal["none", "basic", "fer", "extended"] = "basic"
+    cache: bool = True  # uint8 tensor cache of decoded images
+    cache_dir: str | None = None
+    max_samples: int | None = None  # per split, for smoke runs
+    on_error: Literal["strict", "skip"] = "skip"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 40
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    select: Literal["last", "val"] = "val"  # which checkpoint is "the" result; both are always written
+    tta: Literal["none", "flip", "tencrop"] = "none"  # reported beside the plain figure, never instead
+    max_steps_per_epoch: int | None = None  # for smoke tests
+    num_threads: int | None = None
+    log_every: int = 20
+
+
+@dataclass
+class ReportConfig:
+    tsne: bool = True
+    tsne_max_samples: int = 2000
+    plots: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model_name: str = "fdrl_resnet18"
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the model's own config
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys with the closest valid ones."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            raise ConfigError(f"unknown config key {full!r}" + (f"; did you mean {close}?" if close else "")
+                              + f" (valid under {path or 'top level'}: {names})")
+        tp = hints[key]
+        kwargs[key] = from_dict(tp, value, full) if _is_dataclass_type(tp) else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML/torch-safe dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+        node[parts[-1]] = _parse_value(text)
+    return raw
+
+
+def _check_model_overrides(cfg: TrainConfig) -> None:
+    from .models import make_config
+
+    try:
+        make_config(cfg.model_name, **cfg.model)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from exc
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> TrainConfig:
+    """Resolve defaults <- YAML ``path`` (or ``base``) <- ``overrides``."""
+    import yaml
+
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a YAML mapping at the top level")
+        raw.update(loaded)
+    apply_overrides(raw, overrides or [])
+    cfg = from_dict(TrainConfig, raw)
+    _check_model_overrides(cfg)
+    return cfg
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

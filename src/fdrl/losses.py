@@ -1,0 +1,161 @@
+"""FDRL's training objective: one module owning every part and its centres.
+
+total = cls + lambda_c * compactness + lambda_b * balance + lambda_d * distribution   (spec §2)
+
+Centres (spec §5.4):
+- ``centre_update="wen"`` (default): buffers moved by the centre-loss rule of Wen et al. (2016),
+  c <- c - rate * sum_i (c - x_i) / (1 + n), under ``no_grad``, once per training forward. In DDP the sums and
+  counts are all-reduced first so every rank applies the same update and the centres stay identical.
+- ``centre_update="learned"``: ``nn.Parameter`` centres trained by the optimiser (CDNet style).
+Either way they live in ``state_dict()`` and are saved in checkpoints (the bug of centres that never move and
+are never saved is what this module exists to avoid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .models.fdrl import ModelOutput
+
+
+@dataclass
+class LossConfig:
+    lambda_compactness: float = 1e-4  # lambda_1
+    lambda_balance: float = 1.0  # lambda_2
+    lambda_distribution: float = 1e-4  # lambda_3
+    balance_target: Literal["literal", "normalized"] = "literal"  # spec §5.3
+    centre_update: Literal["wen", "learned"] = "wen"  # spec §5.4
+    centre_rate: float = 0.5  # Wen update rate
+    centre_init: Literal["zeros", "first_batch"] = "zeros"
+    learned_centre_l2norm: bool = False  # L2-normalise learned compactness centres (CDNet)
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.balance_target not in ("literal", "normalized"):
+            raise ValueError(f"balance_target must be 'literal' or 'normalized', got {self.balance_target!r}")
+        if self.centre_update not in ("wen", "learned"):
+            raise ValueError(f"centre_update must be 'wen' or 'learned', got {self.centre_update!r}")
+        if self.centre_init not in ("zeros", "first_batch"):
+            raise ValueError(f"centre_init must be 'zeros' or 'first_batch', got {self.centre_init!r}")
+        if not 0.0 < self.centre_rate <= 1.0:
+            raise ValueError(f"centre_rate must lie in (0, 1], got {self.centre_rate}")
+
+
+def _all_reduce_sum(*tensors: torch.Tensor) -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+class FDRLCriterion(nn.Module):
+    """Cross-entropy plus FDRL's compactness, balance and distribution losses.
+
+    Works for the baseline too: when the model output has no latent features the auxiliary parts are zero.
+    ``target`` is class indices (B,) or a soft target distribution (B, K) (FERPlus vote distributions).
+    """
+
+    def __init__(self, num_classes: int, num_latent: int, latent_dim: int, config: LossConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or LossConfig()
+        self.num_classes, self.num_latent, self.latent_dim = num_classes, num_latent, latent_dim
+        feat_centres = torch.zeros(num_latent, latent_dim)  # c_j, shared by all classes
+        alpha_centres = torch.zeros(num_classes, num_latent)  # v_k, one per class
+        if self.config.centre_update == "learned":
+            self.feature_centres = nn.Parameter(torch.randn(num_latent, latent_dim) * 0.01)
+            self.alpha_centres = nn.Parameter(torch.randn(num_classes, num_latent) * 0.01)
+        else:
+            self.register_buffer("feature_centres", feat_centres)
+            self.register_buffer("alpha_centres", alpha_centres)
+        # Which centres have been seeded (centre_init="first_batch"); persistent so resume is exact.
+        self.register_buffer("feature_seeded", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("alpha_seeded", torch.zeros(num_classes, dtype=torch.bool))
+
+    # ---- parts -------------------------------------------------------------------------------------------
+    def compactness(self, latent: torch.Tensor) -> torch.Tensor:
+        """mean_b sum_j ||l_bj - c_j||^2."""
+        centres = self.feature_centres
+        if self.config.centre_update == "learned" and self.config.learned_centre_l2norm:
+            centres = F.normalize(centres, dim=-1)
+        return (latent - centres.to(latent.dtype)).pow(2).sum(dim=(1, 2)).mean()
+
+    def balance(self, alpha: torch.Tensor) -> torch.Tensor:
+        """|| mean_b alpha_b - 1/M ||_1: one L1 norm over the M-vector, not scaled by the batch size."""
+        mean_alpha = alpha.mean(0)  # (M,)
+        if self.config.balance_target == "normalized":
+            mean_alpha = mean_alpha / mean_alpha.sum().clamp_min(1e-12)
+        return (mean_alpha - 1.0 / self.num_latent).abs().sum()
+
+    def distribution(self, alpha: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """mean_b ||alpha_b - v_{y_b}||^2."""
+        return (alpha - self.alpha_centres[labels].to(alpha.dtype)).pow(2).sum(-1).mean()
+
+    def classification(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.dim() == 2:  # soft targets
+            return F.cross_entropy(logits.float(), target.float(), label_smoothing=self.config.label_smoothing)
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.config.label_smoothing)
+
+    # ---- centre rule -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_centres(self, latent: torch.Tensor, alpha: torch.Tensor, labels: torch.Tensor) -> None:
+        """Wen et al.'s update, identical on every DDP rank (sums and counts are all-reduced)."""
+        rate = self.config.centre_rate
+        latent, alpha = latent.detach().float(), alpha.detach().float()
+        n = torch.tensor(float(latent.shape[0]), device=latent.device)
+        lat_sum = latent.sum(0)  # (M, P)
+        cls_count = torch.zeros(self.num_classes, device=alpha.device).index_add_(
+            0, labels, torch.ones_like(labels, dtype=torch.float)
+        )
+        alpha_sum = torch.zeros(self.num_classes, self.num_latent, device=alpha.device).index_add_(0, labels, alpha)
+        _all_reduce_sum(n, lat_sum, cls_count, alpha_sum)
+
+        c = self.feature_centres
+        if self.config.centre_init == "first_batch" and not bool(self.feature_seeded):
+            c.copy_(lat_sum / n.clamp_min(1))
+            self.feature_seeded.fill_(True)
+        else:
+            # sum_i (c - x_i) / (1 + n) = (n c - sum x) / (1 + n)
+            c.sub_(rate * (n * c - lat_sum) / (1.0 + n))
+
+        v = self.alpha_centres
+        present = cls_count > 0
+        delta = (cls_count[:, None] * v - alpha_sum) / (1.0 + cls_count[:, None])
+        if self.config.centre_init == "first_batch":
+            seed = present & ~self.alpha_seeded
+            v[seed] = alpha_sum[seed] / cls_count[seed, None]
+            self.alpha_seeded |= present
+            delta[seed] = 0.0
+        v.sub_(rate * delta * present[:, None])
+
+    # ---- total -------------------------------------------------------------------------------------------
+    def forward(self, output: ModelOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        cls = self.classification(output.logits, target)
+        zero = cls.new_zeros(())
+        if output.latent is None or output.alpha is None:
+            return {"loss": cls, "cls": cls, "compactness": zero, "balance": zero, "distribution": zero}
+        labels = target.argmax(-1) if target.dim() == 2 else target
+        latent, alpha = output.latent.float(), output.alpha.float()
+        comp = self.compactness(latent)
+        bal = self.balance(alpha)
+        distr = self.distribution(alpha, labels)
+        total = cls + cfg.lambda_compactness * comp + cfg.lambda_balance * bal + cfg.lambda_distribution * distr
+        if self.training and cfg.centre_update == "wen":
+            self.update_centres(latent, alpha, labels)  # after the losses: they use the pre-update centres
+        return {"loss": total, "cls": cls, "compactness": comp, "balance": bal, "distribution": distr}
+
+
+def create_criterion(model: nn.Module, config: LossConfig | None = None) -> FDRLCriterion:
+    """A criterion sized for ``model`` (the baseline gets centres it never uses, for one checkpoint format)."""
+    mc = model.config
+    return FDRLCriterion(
+        num_classes=mc.num_classes,
+        num_latent=getattr(mc, "num_latent", 1),
+        latent_dim=getattr(mc, "latent_dim", 1),
+        config=config,
+    )

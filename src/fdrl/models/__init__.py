@@ -1,0 +1,41 @@
+"""Model registry: ``create_model(name, **overrides)`` and ``list_models()``."""
+
+from __future__ import annotations
+
+from ._registry import build_from_config, create_model, get_entry, list_models, make_config, register_model
+from .fdrl import FDRL, BaselineConfig, BaselineResNet18, FDRLConfig, ModelOutput
+from .pretrained import PretrainedWeightsError, load_trunk_weights
+from .resnet import ResNet18Trunk
+
+
+def _with_weights(model, config):
+    if config.pretrained_path:
+        load_trunk_weights(model.backbone, config.pretrained_path)
+    return model
+
+
+@register_model("fdrl_resnet18", FDRLConfig, "FDRL (CVPR 2021) on a ResNet-18 trunk, 12.07 M parameters at K=7")
+def _fdrl_resnet18(config: FDRLConfig) -> FDRL:
+    return _with_weights(FDRL(config), config)
+
+
+@register_model("baseline_resnet18", BaselineConfig, "the paper's baseline: ResNet-18 + GAP + Linear(512->K)")
+def _baseline_resnet18(config: BaselineConfig) -> BaselineResNet18:
+    return _with_weights(BaselineResNet18(config), config)
+
+
+__all__ = [
+    "FDRL",
+    "BaselineConfig",
+    "BaselineResNet18",
+    "FDRLConfig",
+    "ModelOutput",
+    "PretrainedWeightsError",
+    "ResNet18Trunk",
+    "build_from_config",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "load_trunk_weights",
+    "make_config",
+]

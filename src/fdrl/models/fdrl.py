@@ -1,0 +1,166 @@
+"""FDRL (Ruan et al., CVPR 2021) and its plain ResNet-18 baseline.
+
+Notation follows ``fdrl-spec.md``: B batch, M latent features, P latent dimension, K classes.
+Model code does no I/O; pretrained weights are loaded by :mod:`fdrl.models.pretrained` when asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .resnet import ResNet18Trunk
+
+
+@dataclass
+class FDRLConfig:
+    """Every number of the architecture; saved in checkpoints so the file alone rebuilds the model."""
+
+    num_classes: int = 7  # K
+    num_latent: int = 9  # M, number of latent features (not their width)
+    latent_dim: int = 128  # P
+    intra_out_dim: int = 128  # width of the Intra-RM FC+Sigmoid vector whose L1 norm is alpha (spec §5.2)
+    delta: float = 0.5  # blend z = delta*f + (1-delta)*h
+    inter_w_norm: Literal["none", "row_sum"] = "none"  # spec §5.1
+    share_relation_weights: bool = False  # share Intra-RM and message FCs across branches (spec §5.5)
+    linear_bias: bool = True  # biases in the FDN/FRN FCs (spec §5.6)
+    pretrained_path: str | None = None  # local ResNet-18 weights (torchvision or MS-Celeb format)
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.num_latent < 1 or self.latent_dim < 1 or self.intra_out_dim < 1:
+            raise ValueError("num_latent, latent_dim and intra_out_dim must be positive")
+        if not 0.0 <= self.delta <= 1.0:
+            raise ValueError(f"delta must lie in [0, 1], got {self.delta}")
+        if self.inter_w_norm not in ("none", "row_sum"):
+            raise ValueError(f"inter_w_norm must be 'none' or 'row_sum', got {self.inter_w_norm!r}")
+
+
+@dataclass
+class ModelOutput:
+    """What every model returns. The baseline leaves the FDRL-only fields as ``None``."""
+
+    logits: torch.Tensor  # (B, K)
+    feature: torch.Tensor  # (B, P) expression feature y; the baseline's (B, 512) pooled feature
+    basic: torch.Tensor  # (B, 512) pooled trunk feature x
+    latent: torch.Tensor | None = None  # (B, M, P) latent features l
+    alpha: torch.Tensor | None = None  # (B, M) intra-feature importance weights
+
+
+class BranchLinear(nn.Module):
+    """M parallel, independent Linear layers applied in one batched matmul.
+
+    ``per_branch_input`` says whether the input is one shared (B, in) tensor (FDN) or (B, M, in) with a
+    separate input per branch (Intra-RM, messages). ``shared=True`` uses one weight for every branch.
+    """
+
+    def __init__(self, branches: int, in_dim: int, out_dim: int, bias: bool = True, shared: bool = False) -> None:
+        super().__init__()
+        self.branches = branches
+        n = 1 if shared else branches
+        self.weight = nn.Parameter(torch.empty(n, out_dim, in_dim))
+        self.bias = nn.Parameter(torch.empty(n, out_dim)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's default initialisation, branch by branch."""
+        bound = 1.0 / math.sqrt(self.weight.shape[-1])
+        nn.init.uniform_(self.weight, -bound, bound)  # == kaiming_uniform_(a=sqrt(5)) of nn.Linear
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # shared input (B, in) -> (B, M, out)
+            out = torch.einsum("bi,moi->bmo", x, self.weight.expand(self.branches, -1, -1))
+        else:  # (B, M, in) -> (B, M, out)
+            out = torch.einsum("bmi,moi->bmo", x, self.weight.expand(self.branches, -1, -1))
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+class FDRL(nn.Module):
+    """ResNet-18 trunk -> FDN -> FRN (Intra-RM, Inter-RM) -> sum -> EPN."""
+
+    def __init__(self, config: FDRLConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.backbone = ResNet18Trunk()
+        # FDN: M separate FC(512->P)+ReLU. Never shared: every branch sees the same x.
+        self.fdn = BranchLinear(c.num_latent, self.backbone.num_features, c.latent_dim, bias=c.linear_bias)
+        # Intra-RM: per-branch FC(P->intra_out_dim)+Sigmoid; alpha is the L1 norm of that vector.
+        self.intra = BranchLinear(
+            c.num_latent, c.latent_dim, c.intra_out_dim, bias=c.linear_bias, shared=c.share_relation_weights
+        )
+        # Inter-RM: per-branch message FC(P->P)+ReLU.
+        self.message = BranchLinear(
+            c.num_latent, c.latent_dim, c.latent_dim, bias=c.linear_bias, shared=c.share_relation_weights
+        )
+        self.classifier = nn.Linear(c.latent_dim, c.num_classes)  # EPN
+        self.register_buffer("off_diagonal", 1.0 - torch.eye(c.num_latent), persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def relation_matrix(self, g: torch.Tensor) -> torch.Tensor:
+        """Inter-W (B, M, M): tanh of the L2 distance between message vectors, zero diagonal.
+
+        The distance is sqrt(max(d^2, 1e-12)) so that two identical messages (e.g. both all-zero after ReLU)
+        give a finite gradient instead of NaN; the value differs from the exact distance by at most 1e-6.
+        """
+        diff = g.unsqueeze(2) - g.unsqueeze(1)  # (B, M, M, P)
+        dist = diff.pow(2).sum(-1).clamp_min(1e-12).sqrt()
+        w = torch.tanh(dist) * self.off_diagonal
+        if self.config.inter_w_norm == "row_sum":
+            w = w / (w.sum(-1, keepdim=True) + 1e-6)
+        return w
+
+    def forward_head(self, x: torch.Tensor) -> ModelOutput:
+        """FDN + FRN + EPN on the pooled trunk feature x (B, 512)."""
+        latent = torch.relu(self.fdn(x))  # l: (B, M, P)
+        u = torch.sigmoid(self.intra(latent))  # (B, M, intra_out_dim)
+        alpha = u.sum(-1)  # (B, M): L1 norm, sigmoid outputs are positive
+        f = alpha.unsqueeze(-1) * latent  # intra-aware features (B, M, P)
+        g = torch.relu(self.message(f))  # messages (B, M, P)
+        h = torch.bmm(self.relation_matrix(g), g)  # inter-aware features (B, M, P)
+        z = self.config.delta * f + (1.0 - self.config.delta) * h  # importance-aware features
+        y = z.sum(1)  # expression feature (B, P): a sum, not a concatenation
+        return ModelOutput(logits=self.classifier(y), feature=y, basic=x, latent=latent, alpha=alpha)
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        return self.forward_head(self.backbone(images))
+
+
+@dataclass
+class BaselineConfig:
+    """The paper's baseline: the same trunk, global average pooling, one Linear(512->K)."""
+
+    num_classes: int = 7
+    pretrained_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+
+
+class BaselineResNet18(nn.Module):
+    def __init__(self, config: BaselineConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = ResNet18Trunk()
+        self.classifier = nn.Linear(self.backbone.num_features, config.num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        x = self.backbone(images)
+        return ModelOutput(logits=self.classifier(x), feature=x, basic=x)

@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+import fdrl
+from fdrl.checkpoint import CheckpointError, atomic_save, load_checkpoint, make_checkpoint
+from fdrl.config import Preprocessing
+from fdrl.losses import LossConfig
+from fdrl.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler, param_groups
+
+
+@pytest.mark.parametrize("centre_update", ["wen", "learned"])
+def test_every_trainable_parameter_in_exactly_one_group(centre_update):
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7)
+    crit = fdrl.create_criterion(model, LossConfig(centre_update=centre_update))
+    groups = param_groups(model, crit, OptimConfig(weight_decay=5e-4))
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert len(seen) == len(set(seen))
+    expected = {id(p) for p in model.parameters()} | {id(p) for p in crit.parameters()}
+    assert set(seen) == expected
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["backbone_no_decay"]["weight_decay"] == 0.0
+    assert by_name["heads_decay"]["weight_decay"] == 5e-4
+    if centre_update == "learned":
+        assert by_name["centres"]["weight_decay"] == 0.0
+    else:
+        assert "centres" not in by_name
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in groups:
+        for p in g["params"]:
+            n = names.get(id(p), "centre")
+            if n.endswith("bias") or p.ndim == 1:
+                assert g["weight_decay"] == 0.0, n
+
+
+def test_paper_recipe_defaults():
+    cfg, sched = OptimConfig(), SchedConfig()
+    assert (cfg.name, cfg.lr, cfg.betas, cfg.weight_decay) == ("adam", 1e-4, (0.5, 0.999), 0.0)
+    model = fdrl.create_model("baseline_resnet18", num_classes=3)
+    opt = build_optimizer(model, None, cfg)
+    s = build_scheduler(opt, sched, epochs=40)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.step()
+    assert lrs[9] == pytest.approx(1e-4) and lrs[10] == pytest.approx(1e-5)
+    assert lrs[18] == pytest.approx(1e-6) and lrs[32] == pytest.approx(1e-8)
+
+
+def _trained_pair():
+    torch.manual_seed(1)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=4, num_latent=3)
+    crit = fdrl.create_criterion(model).train()
+    opt = build_optimizer(model, crit, OptimConfig())
+    parts = crit(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3]))
+    parts["loss"].backward()
+    opt.step()
+    return model.eval(), crit, opt
+
+
+def test_checkpoint_round_trip_identical_logits_and_centres(tmp_path):
+    model, crit, opt = _trained_pair()
+    prep = Preprocessing(input_size=48, grayscale=True)
+    path = tmp_path / "ck.pt"
+    atomic_save(make_checkpoint(model, ["a", "b", "c", "d"], prep, crit, opt, epoch=3), path)
+    loaded = load_checkpoint(path, with_criterion=True)
+    x = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(loaded.model(x).logits, model(x).logits, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.criterion.feature_centres, crit.feature_centres)
+    assert crit.feature_centres.abs().sum() > 0
+    assert loaded.classes == ["a", "b", "c", "d"] and loaded.preprocessing.grayscale
+    assert loaded.preprocessing.input_size == 48 and loaded.raw["epoch"] == 3
+    assert loaded.model.config.num_latent == 3
+
+
+def test_corrupt_foreign_and_pickled_checkpoints_fail_clearly(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a zip file at all")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(bad)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(empty)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an fdrl checkpoint"):
+        load_checkpoint(foreign)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "fdrl-checkpoint", "obj": OptimConfig()}, pickled)
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_checkpoint(pickled)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_of_other_architecture_fails_clearly(tmp_path):
+    model, _, _ = _trained_pair()
+    ck = make_checkpoint(model, list("abcd"), Preprocessing())
+    ck["model_name"] = "baseline_resnet18"
+    ck["model_config"] = {"num_classes": 4}
+    path = tmp_path / "mixed.pt"
+    atomic_save(ck, path)
+    with pytest.raises(CheckpointError, match="do not match architecture"):
+        load_checkpoint(path)
+
+
+def test_half_checkpoint_loads_as_float(tmp_path):
+    model, _, _ = _trained_pair()
+    path = tmp_path / "half.pt"
+    atomic_save(make_checkpoint(model, list("abcd"), Preprocessing(), half=True), path)
+    loaded = load_checkpoint(path)
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.model(x).logits, model(x).logits, rtol=1e-2, atol=1e-2)
