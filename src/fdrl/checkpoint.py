@@ -181,3 +181,20 @@ def criterion_from_checkpoint(ckpt: dict[str, Any], model: nn.Module) -> nn.Modu
     criterion = create_criterion(model, loss_cfg)
     criterion.load_state_dict(ckpt["criterion_state"])
     return criterion
+
+
+def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], half: bool = True) -> dict[str, Any]:
+    """An inference-only copy of ``src``: model weights (fp16 when ``half``), classes, preprocessing, config,
+    metrics; no optimiser/scheduler state. Used to ship the packaged model."""
+    ck = read_checkpoint(src)
+    state = ck["model_state"]
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    keep = ("format", "format_version", "model_name", "model_config", "classes", "preprocessing", "epoch", "config",
+            "metrics", "versions", "git_commit", "history", "best_val_accuracy")
+    slim = {k: ck[k] for k in keep if k in ck}
+    slim["model_state"] = state
+    if "criterion_state" in ck:
+        slim["criterion_state"] = ck["criterion_state"]
+    atomic_save(slim, dst)
+    return slim

@@ -70,6 +70,7 @@ class TrainSection:
     select: Literal["last", "val"] = "val"  # which checkpoint is "the" result; both are always written
     tta: Literal["none", "flip", "tencrop"] = "none"  # reported beside the plain figure, never instead
     max_steps_per_epoch: int | None = None  # for smoke tests
+    stop_after_steps: int | None = None  # simulate a kill after N optimiser steps (tests of --resume)
     num_threads: int | None = None
     log_every: int = 20
 
@@ -162,20 +163,44 @@ def _check_model_overrides(cfg: TrainConfig) -> None:
         raise ConfigError(f"model: {exc}") from exc
 
 
+_REPLACED_WHOLE = {"model"}  # model overrides belong to one architecture: a child config replaces them
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any], top: bool = True) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and not (top and k in _REPLACED_WHOLE)
+        out[k] = _deep_merge(out[k], v, top=False) if merge else v
+    return out
+
+
+def read_yaml_config(path: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a dict; ``inherit: other.yaml`` (relative to the file) is merged underneath."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    if str(p.resolve()) in _seen:
+        raise ConfigError(f"{p}: inherit cycle")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a YAML mapping at the top level")
+    parent = loaded.pop("inherit", None)
+    if parent:
+        loaded = _deep_merge(read_yaml_config(p.parent / parent, (*_seen, str(p.resolve()))), loaded)
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> TrainConfig:
     """Resolve defaults <- YAML ``path`` (or ``base``) <- ``overrides``."""
-    import yaml
-
     raw: dict[str, Any] = dict(base or {})
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a YAML mapping at the top level")
-        raw.update(loaded)
+        raw = _deep_merge(raw, read_yaml_config(path))
     apply_overrides(raw, overrides or [])
     cfg = from_dict(TrainConfig, raw)
     _check_model_overrides(cfg)

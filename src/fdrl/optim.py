@@ -22,6 +22,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0  # spec §5.7: 0 (paper); 5e-4 is CDNet's
     backbone_lr_scale: float = 1.0  # lr multiplier for the trunk
+    grad_clip: float | None = None  # max global gradient norm (None: no clipping, as in the paper)
 
     def __post_init__(self) -> None:
         if self.name not in ("adam", "adamw", "sgd"):

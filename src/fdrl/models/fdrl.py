@@ -28,6 +28,10 @@ class FDRLConfig:
     inter_w_norm: Literal["none", "row_sum"] = "none"  # spec §5.1
     share_relation_weights: bool = False  # share Intra-RM and message FCs across branches (spec §5.5)
     linear_bias: bool = True  # biases in the FDN/FRN FCs (spec §5.6)
+    # alpha = L1 norm of the Intra-RM vector ("l1", the paper, alpha in (0, intra_out_dim)) or its mean
+    # ("mean", alpha in (0, 1)): the same weights up to a constant 1/intra_out_dim, which keeps the
+    # reconstructed feature's scale near the latent one. See docs/results.md for why this matters from scratch.
+    alpha_reduce: Literal["l1", "mean"] = "l1"
     pretrained_path: str | None = None  # local ResNet-18 weights (torchvision or MS-Celeb format)
 
     def __post_init__(self) -> None:
@@ -37,6 +41,8 @@ class FDRLConfig:
             raise ValueError("num_latent, latent_dim and intra_out_dim must be positive")
         if not 0.0 <= self.delta <= 1.0:
             raise ValueError(f"delta must lie in [0, 1], got {self.delta}")
+        if self.alpha_reduce not in ("l1", "mean"):
+            raise ValueError(f"alpha_reduce must be 'l1' or 'mean', got {self.alpha_reduce!r}")
         if self.inter_w_norm not in ("none", "row_sum"):
             raise ValueError(f"inter_w_norm must be 'none' or 'row_sum', got {self.inter_w_norm!r}")
 
@@ -126,7 +132,7 @@ class FDRL(nn.Module):
         """FDN + FRN + EPN on the pooled trunk feature x (B, 512)."""
         latent = torch.relu(self.fdn(x))  # l: (B, M, P)
         u = torch.sigmoid(self.intra(latent))  # (B, M, intra_out_dim)
-        alpha = u.sum(-1)  # (B, M): L1 norm, sigmoid outputs are positive
+        alpha = u.sum(-1) if self.config.alpha_reduce == "l1" else u.mean(-1)  # (B, M); L1 norm: u > 0
         f = alpha.unsqueeze(-1) * latent  # intra-aware features (B, M, P)
         g = torch.relu(self.message(f))  # messages (B, M, P)
         h = torch.bmm(self.relation_matrix(g), g)  # inter-aware features (B, M, P)

@@ -1,0 +1,121 @@
+"""One registry of data sets; ``create_dataset(name, root, split)`` resolves derived splits.
+
+Derived split names: ``<split>/fit`` and ``<split>/holdout`` (a seeded, stratified ``val_fraction`` carved from
+``<split>``; ``val`` means ``train/holdout`` for data sets without an official validation split), and
+``fold<k>/train`` / ``fold<k>/test`` (subject-independent, ``num_folds`` folds) for sequence data sets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import DataError
+from . import datasets as D
+from . import sequences as S
+from .base import FERDataset
+from .splits import stratified_holdout, subject_folds
+from .synthetic import CLASSES as SYN_CLASSES
+from .synthetic import build_synthetic
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    build: Callable[..., FERDataset]
+    splits: tuple[str, ...]  # the publisher's own splits
+    classes: tuple[str, ...]
+    description: str
+    kfold: bool = False  # sequence sets: use fold<k>/train|test
+    has_val: bool = False  # an official validation split exists
+
+
+_DATASETS: dict[str, DatasetInfo] = {}
+
+
+def _register(info: DatasetInfo) -> None:
+    _DATASETS[info.name] = info
+
+
+_register(DatasetInfo("rafdb", D.build_rafdb, ("train", "test"), D.RAFDB_CLASSES,
+                      "RAF-DB basic: EmoLabel/list_patition_label.txt + Image/aligned|original"))
+_register(DatasetInfo("fer2013", D.build_fer2013, ("train", "val", "test", "publictest", "privatetest"),
+                      D.FER2013_CLASSES, "FER2013: fer2013.csv or train|test/<class>/ image folders", has_val=True))
+_register(DatasetInfo("ferplus", D.build_ferplus, ("train", "val", "test"), D.FERPLUS_CLASSES,
+                      "FERPlus: FER2013Train|Valid|Test/label.csv or fer2013new.csv + fer2013.csv", has_val=True))
+_register(DatasetInfo("affectnet", D.build_affectnet, ("train", "test"), D.AFFECTNET_CLASSES_8[:7],
+                      "AffectNet manual: training.csv/validation.csv (+box crop) or train_set|val_set/*_exp.npy"))
+_register(DatasetInfo("sfew", D.build_sfew, ("train", "test"), D.SFEW_CLASSES,
+                      "SFEW 2.0: Train|Val/<Class>/ (Val is the test split)"))
+_register(DatasetInfo("ckplus", S.build_ckplus, ("all",), S.CKPLUS_VARIANTS["6"][0],
+                      "CK+: cohn-kanade-images + Emotion (last 3 frames) or CK+48/<class>/", kfold=True))
+_register(DatasetInfo("mmi", S.build_mmi, ("all",), S.MMI_CLASSES,
+                      "MMI: <subject>/<emotion>/<sequence>/ frames (last 3)", kfold=True))
+_register(DatasetInfo("oulu_casia", S.build_oulu_casia, ("all",), S.OULU_CLASSES,
+                      "Oulu-CASIA VIS: VL/Strong/Pxxx/<Emotion>/ (last 3 frames)", kfold=True))
+_register(DatasetInfo("folder", D.build_folder, ("train", "val", "test", "all"), (),
+                      "any root/<class>/* or root/<split>/<class>/* tree"))
+_register(DatasetInfo("synthetic", build_synthetic, ("train", "val", "test"), SYN_CLASSES,
+                      "generated drawn faces, 7 classes (default and tests; no files)", has_val=True))
+
+
+def list_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in _DATASETS:
+        close = difflib.get_close_matches(name, _DATASETS, n=3)
+        raise DataError(f"unknown dataset {name!r}" + (f"; did you mean {close}?" if close else "")
+                        + f" (available: {', '.join(list_datasets())})")
+    return _DATASETS[name]
+
+
+_FOLD = re.compile(r"^fold(\d+)/(train|test)$")
+
+
+def create_dataset(name: str, root: str | None, split: str, transform: Callable | None = None,
+                   on_error: str = "skip", val_fraction: float = 0.1, seed: int = 0, num_folds: int = 10,
+                   **options) -> FERDataset:
+    """Build data set ``name`` from ``root`` (as its publisher lays it out) for ``split``."""
+    info = dataset_info(name)
+    if root is None and name != "synthetic":
+        raise DataError(f"{name}: --root (data.root) is required")
+    if split.endswith("/fit") or split.endswith("/holdout"):
+        base_split, part = split.rsplit("/", 1)
+        base = create_dataset(name, root, base_split, None, on_error, val_fraction, seed, num_folds, **options)
+        fit, hold = stratified_holdout(base.labels, val_fraction, seed)
+        ds = base.subset(fit if part == "fit" else hold, split)
+    elif split == "val" and not info.has_val:
+        return create_dataset(name, root, "train/holdout", transform, on_error, val_fraction, seed, num_folds,
+                              **options)
+    elif info.kfold:
+        m = _FOLD.match(split)
+        if split != "all" and not m:
+            raise DataError(f"{name}: split must be 'all', 'fold<k>/train' or 'fold<k>/test' (k < {num_folds}), "
+                            f"optionally + '/fit' or '/holdout'; got {split!r}")
+        base = info.build(root, "all", on_error=on_error, **options)
+        if not m:
+            ds = base
+        else:
+            k = int(m.group(1))
+            if k >= num_folds:
+                raise DataError(f"{name}: fold {k} does not exist with num_folds={num_folds}")
+            try:
+                folds = subject_folds([s.subject for s in base.samples], num_folds, seed)
+            except ValueError as exc:
+                raise DataError(f"{name}: {exc}") from exc
+            test = set(folds[k])
+            idx = sorted(test) if m.group(2) == "test" else [i for i in range(len(base)) if i not in test]
+            ds = base.subset(idx, split)
+    else:
+        if split not in info.splits:
+            raise DataError(f"{name}: unknown split {split!r}; expected one of {list(info.splits)} "
+                            f"or a derived split such as 'train/holdout'")
+        ds = info.build(root, split, on_error=on_error, **options)
+    ds.transform = transform
+    if len(ds) == 0:
+        raise DataError(f"{name}/{split}: no samples found under {root}")
+    return ds

@@ -1,0 +1,185 @@
+"""Decode once into a uint8 tensor cache; augment whole batches on the training device.
+
+Small-image FER sets (FER2013, FERPlus, CK+48, RAF-DB aligned) fit in memory as uint8 at the model's input
+size, so epochs after the first never touch JPEG/PNG decoding, and augmentation runs batched on tensors (on the
+GPU when there is one) instead of per sample in PIL on a 2-core CPU.
+
+Preprocessing contract (shared with inference): face crop -> resize to ``input_size`` x ``input_size``
+(bilinear) -> grayscale replicated to 3 channels when ``grayscale`` -> /255 -> (x - mean) / std.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import DataError
+from .base import FERDataset, ImageReadError
+
+
+@dataclass
+class TensorSet:
+    images: torch.Tensor  # (N, C, S, S) uint8, C = 1 (grayscale) or 3
+    targets: torch.Tensor  # (N,) int64, or (N, K) float soft targets
+    labels: torch.Tensor  # (N,) int64 hard labels (argmax of soft targets)
+    ids: list[str]
+    classes: list[str]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def pil_to_array(im: Image.Image, size: int, grayscale: bool) -> np.ndarray:
+    """The preprocessing resize: RGB PIL -> (C, size, size) uint8."""
+    im = im.convert("L") if grayscale else im.convert("RGB")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if grayscale else arr.transpose(2, 0, 1)
+
+
+def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool) -> str:
+    h = hashlib.sha1(f"{ds.name}|{ds.split}|{size}|{grayscale}|{soft}|v1".encode())
+    for s in ds.samples:
+        h.update(s.id.encode())
+        h.update(str(s.label).encode())
+        if s.box:
+            h.update(str(s.box).encode())
+        if s.path:
+            st = os.stat(s.path) if os.path.exists(s.path) else None
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode() if st else b"absent")
+        elif s.pixels is not None:
+            h.update(hashlib.sha1(s.pixels.tobytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = False,
+                   cache_dir: str | None = None, log=print) -> TensorSet:
+    """Decode every image of ``ds`` (or read the cache); unreadable images are skipped and reported."""
+    path = None
+    if cache_dir:
+        key = _fingerprint(ds, size, grayscale, soft)
+        path = Path(cache_dir) / f"{ds.name}-{ds.split.replace('/', '_')}-{size}{'g' if grayscale else 'c'}-{key}.pt"
+        if path.is_file():
+            d = torch.load(path, weights_only=True)
+            return TensorSet(d["images"], d["targets"], d["labels"], d["ids"], ds.classes,
+                             [tuple(x) for x in d["skipped"]])
+    arrays, targets, labels, ids = [], [], [], []
+    skipped = list(ds.skipped)
+    for i, s in enumerate(ds.samples):
+        try:
+            arr = pil_to_array(ds.load(i), size, grayscale)
+        except ImageReadError as exc:
+            if ds.on_error == "strict":
+                raise DataError(f"{ds.name}: {s.path or s.id}: {exc}") from exc
+            skipped.append((s.path or s.id, str(exc)))
+            continue
+        arrays.append(arr)
+        targets.append(ds.target(i, soft=soft))
+        labels.append(ds.labels[i] if s.label < 0 else s.label)
+        ids.append(s.id)
+    if not arrays:
+        raise DataError(f"{ds.name}/{ds.split}: no readable images ({len(skipped)} skipped)")
+    images = torch.from_numpy(np.stack(arrays))
+    tgt = torch.from_numpy(np.stack(targets)) if soft and ds.has_soft_targets else torch.tensor(labels)
+    out = TensorSet(images, tgt, torch.tensor(labels), ids, ds.classes, skipped)
+    if len(skipped) > len(ds.skipped):
+        log(f"{ds.name}/{ds.split}: skipped {len(skipped) - len(ds.skipped)} unreadable image(s), "
+            f"e.g. {skipped[len(ds.skipped)]}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: concurrent runs may build the same cache
+        torch.save({"images": images, "targets": out.targets, "labels": out.labels, "ids": ids,
+                    "skipped": [list(x) for x in skipped]}, tmp)
+        os.replace(tmp, path)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+AUGMENT_PRESETS = {
+    # scale range (zoom in), max translation (fraction), max rotation (deg), flip, jitter, erasing prob
+    "none": (1.0, 1.0, 0.0, 0.0, False, 0.0, 0.0),
+    "basic": (1.0, 1.15, 0.07, 0.0, True, 0.0, 0.0),  # resize + random crop + flip (paper, spec §3.2)
+    "fer": (1.0, 1.2, 0.1, 10.0, True, 0.3, 0.25),  # small grayscale faces: + rotation, jitter, erasing
+    "extended": (1.0, 1.2, 0.1, 20.0, True, 0.0, 0.5),  # PinJui's extras (spec §5.11)
+}
+
+
+class BatchTransform:
+    """uint8 (B,C,S,S) -> normalised float (B,3,S,S), with batched random augmentation when training."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], augment: str = "none") -> None:
+        if augment not in AUGMENT_PRESETS:
+            raise ValueError(f"augment must be one of {sorted(AUGMENT_PRESETS)}, got {augment!r}")
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.augment = augment
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def __call__(self, x: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self.normalize(x)
+        if not train or self.augment == "none":
+            return x.contiguous()
+        smin, smax, shift, rot, flip, jitter, erase = AUGMENT_PRESETS[self.augment]
+        b, dev = x.shape[0], x.device
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=generator).to(dev)
+
+        scale = 1.0 / (smin + (smax - smin) * rand(b))  # zoom in = sample a smaller window
+        angle = (rand(b) * 2 - 1) * math.radians(rot)
+        tx, ty = (rand(b) * 2 - 1) * shift * 2, (rand(b) * 2 - 1) * shift * 2
+        sx = torch.where(rand(b) < 0.5, -1.0, 1.0) if flip else torch.ones(b, device=dev)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack([torch.stack([cos * sx, -sin, tx], -1), torch.stack([sin * sx, cos, ty], -1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if jitter:
+            bright = (rand(b, 1, 1, 1) * 2 - 1) * jitter * 2.0
+            contrast = 1 + (rand(b, 1, 1, 1) * 2 - 1) * jitter
+            m = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - m) * contrast + m + bright
+        if erase > 0:
+            s = x.shape[-1]
+            on = rand(b) < erase
+            eh = (rand(b) * 0.3 + 0.1) * s
+            ew = (rand(b) * 0.3 + 0.1) * s
+            cy, cx = rand(b) * s, rand(b) * s
+            yy = torch.arange(s, device=dev).view(1, s, 1)
+            xx = torch.arange(s, device=dev).view(1, 1, s)
+            box = ((yy - cy.view(-1, 1, 1)).abs() < eh.view(-1, 1, 1) / 2) & \
+                  ((xx - cx.view(-1, 1, 1)).abs() < ew.view(-1, 1, 1) / 2) & on.view(-1, 1, 1)
+            x = x.masked_fill(box.unsqueeze(1), 0.0)
+        return x.contiguous()
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """Test-time views of a normalised batch: identity, + flip, or ten-crop (4 corners + centre, each flipped)."""
+    if mode == "none":
+        return [x]
+    if mode == "flip":
+        return [x, x.flip(-1)]
+    if mode != "tencrop":
+        raise ValueError(f"tta must be none, flip or tencrop, got {mode!r}")
+    s = x.shape[-1]
+    c = int(round(s * 0.875))
+    offs = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), ((s - c) // 2, (s - c) // 2)]
+    views = []
+    for oy, ox in offs:
+        crop = F.interpolate(x[..., oy:oy + c, ox:ox + c], size=(s, s), mode="bilinear", align_corners=False)
+        views += [crop, crop.flip(-1)]
+    return views

@@ -1,0 +1,151 @@
+"""``fdrl predict`` (images, folders, videos, camera) and ``fdrl export``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def _is_video(item: str) -> bool:
+    return item.isdigit() or Path(item).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _render(rows: list[dict], fmt: str, json_text: str) -> str:
+    if fmt == "json":
+        return json_text
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    show = [c for c in ("image_id", "frame", "face_index", "status", "x", "y", "w", "h", "score", "label",
+                        "confidence") if c in cols]
+    show += [c for c in cols if c.startswith("p_")]
+    table = [[("" if r.get(c) is None else str(r.get(c))) for c in show] for r in rows]
+    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(show)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(show, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in table]
+    return "\n".join(lines) + "\n"
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from .recognizer import PredictionResult, Recognizer
+
+    rec = Recognizer(args.checkpoint, detector=args.detector, device=args.device, batch_size=args.batch_size)
+    videos = [i for i in args.inputs if _is_video(i)]
+    images = [i for i in args.inputs if not _is_video(i)]
+    result = PredictionResult(classes=rec.classes)
+    if images:
+        result = rec.predict(images)
+        if args.save_annotated:
+            _save_annotated(result, Path(args.save_annotated))
+    for v in videos:
+        vres = predict_video(rec, v, args.frame_stride, args.max_frames, args.save_annotated)
+        result.faces += vres.faces
+        result.images += vres.images
+    text = _render(result.rows(), args.format, result.to_json())
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {len(result.faces)} face rows for {len(result.images)} inputs to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    failed = result.failed
+    if failed:
+        print(f"{len(failed)} input(s) could not be read, e.g. {failed[0].image_id}: {failed[0].status}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _save_annotated(result, out_dir: Path) -> None:
+    from ..data.base import read_image
+    from .recognizer import annotate
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_image: dict[str, list] = {}
+    for f in result.faces:
+        by_image.setdefault(f.image_id, []).append(f)
+    for s in result.images:
+        if s.status.startswith("unreadable"):
+            continue
+        img = annotate(read_image(s.image_id), by_image.get(s.image_id, []))
+        img.save(out_dir / (Path(s.image_id).stem + "_annotated.jpg"), quality=92)
+
+
+def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = None, save_dir: str | None = None):
+    """Decode with OpenCV (file or camera index), classify every ``stride``-th frame, optional annotated video."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from .recognizer import ImageStatus, PredictionResult, annotate
+
+    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    res = PredictionResult(classes=rec.classes)
+    if not cap.isOpened():
+        res.images.append(ImageStatus(source, "unreadable: cannot open video/camera"))
+        return res
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    writer = None
+
+    def frames():
+        idx = 0
+        while max_frames is None or idx < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if idx % stride == 0:
+                yield idx, frame
+            idx += 1
+
+    t0, n = time.time(), 0
+    tty = sys.stderr.isatty()
+    for idx, frame, faces in rec.predict_frames(frames(), bgr=True):
+        n += 1
+        for f in faces:
+            f.image_id = source
+        res.faces += faces
+        if save_dir:
+            if writer is None:
+                Path(save_dir).mkdir(parents=True, exist_ok=True)
+                out = Path(save_dir) / (Path(source).stem + "_annotated.mp4")
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / stride,
+                                         (frame.shape[1], frame.shape[0]))
+            img = annotate(Image.fromarray(frame[..., ::-1]), faces)
+            writer.write(np.asarray(img)[..., ::-1].copy())
+        rate = n / max(1e-9, time.time() - t0)
+        msg = f"{source}: frame {idx + 1}/{total or '?'} {rate:.1f} frames/s"
+        if tty:
+            print("\r" + msg, end="", file=sys.stderr)
+        elif n % 100 == 0:
+            print(msg, file=sys.stderr)
+    if tty:
+        print(file=sys.stderr)
+    cap.release()
+    if writer is not None:
+        writer.release()
+    res.images.append(ImageStatus(source, "ok" if res.faces else "no_face", len(res.faces)))
+    return res
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .export import export_onnx, export_torchscript
+    from .recognizer import default_checkpoint
+
+    ckpt = args.checkpoint or default_checkpoint()
+    if args.format == "onnx":
+        export_onnx(ckpt, args.out, dynamic_batch=args.dynamic_batch)
+    else:
+        export_torchscript(ckpt, args.out)
+    print(f"exported {ckpt} to {args.out} ({args.format})")
+    return 0

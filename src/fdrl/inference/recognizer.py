@@ -1,0 +1,300 @@
+"""``fdrl.Recognizer``: from raw photos (paths, folders, PIL, numpy, tensors) to per-face expression probabilities.
+
+The preprocessing (face margin, size, grayscale, normalisation) comes from the checkpoint (or the ONNX file's
+metadata), never from literals repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..config import Preprocessing
+from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
+from ..data.tensors import BatchTransform, pil_to_array
+from .detect import Face, create_detector, crop_face
+
+DEFAULT_MODEL = "fdrl_fer2013.pt"
+
+
+def default_checkpoint() -> Path:
+    """The packaged model (``fdrl/weights``); a clear error when this install has none."""
+    path = Path(str(resources.files("fdrl") / "weights" / DEFAULT_MODEL))
+    if not path.is_file():
+        raise CheckpointError("no packaged default model in this installation; pass --checkpoint/checkpoint= "
+                              "an fdrl .pt or exported .onnx file")
+    return path
+
+
+@dataclass
+class FaceResult:
+    image_id: str
+    face_index: int
+    box: tuple[int, int, int, int]
+    score: float
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    alpha: list[float] | None = None
+    frame: int | None = None
+
+
+@dataclass
+class ImageStatus:
+    image_id: str
+    status: str  # "ok", "no_face", "unreadable: <reason>"
+    faces: int = 0
+
+
+@dataclass
+class PredictionResult:
+    faces: list[FaceResult] = field(default_factory=list)
+    images: list[ImageStatus] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+
+    COLUMNS = ("image_id", "frame", "face_index", "status", "x", "y", "w", "h", "score", "label", "confidence")
+
+    @property
+    def failed(self) -> list[ImageStatus]:
+        return [s for s in self.images if s.status.startswith("unreadable")]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per face, plus one row for each image without a face or unreadable (fixed columns)."""
+        status = {s.image_id: s.status for s in self.images}
+        rows = []
+        for f in self.faces:
+            row = {"image_id": f.image_id, "frame": f.frame, "face_index": f.face_index,
+                   "status": status.get(f.image_id, "ok"), "x": f.box[0], "y": f.box[1], "w": f.box[2],
+                   "h": f.box[3], "score": round(f.score, 4), "label": f.label, "confidence": round(f.confidence, 4)}
+            row.update({f"p_{c}": round(f.probabilities[c], 5) for c in self.classes})
+            if f.alpha is not None:
+                row.update({f"alpha_{j + 1}": round(a, 5) for j, a in enumerate(f.alpha)})
+            rows.append(row)
+        for s in self.images:
+            if s.faces == 0:
+                rows.append({k: None for k in self.COLUMNS} | {"image_id": s.image_id, "status": s.status})
+        return rows
+
+    def to_pandas(self):
+        import pandas as pd
+
+        cols = list(self.COLUMNS) + [f"p_{c}" for c in self.classes]
+        rows = self.rows()
+        extra = sorted({k for r in rows for k in r if k.startswith("alpha_")}, key=lambda k: int(k.split("_")[1]))
+        return pd.DataFrame(rows, columns=cols + extra)
+
+    def to_json(self) -> str:
+        return json.dumps({"classes": self.classes, "images": [asdict(s) for s in self.images],
+                           "faces": [asdict(f) for f in self.faces]}, indent=2)
+
+
+class _TorchBackend:
+    def __init__(self, path: str | os.PathLike[str], device: str) -> None:
+        loaded = load_checkpoint(path, map_location="cpu")
+        self.device = torch.device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.classes, self.prep = loaded.classes, loaded.preprocessing
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.model(x.to(self.device))
+        return out.logits.float().cpu().numpy(), None if out.alpha is None else out.alpha.float().cpu().numpy()
+
+
+class _OnnxBackend:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import onnxruntime as ort
+
+        from .export import read_onnx_metadata
+
+        self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        meta = read_onnx_metadata(self.session)
+        self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        res = self.session.run(None, {"images": x.numpy().astype(np.float32)})
+        alpha = res[1] if len(res) > 1 and res[1].shape[-1] > 0 else None
+        return res[0], alpha
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def iter_image_paths(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Files as given; folders walked recursively (sorted) for image extensions."""
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    yield f
+        else:
+            yield p
+
+
+class Recognizer:
+    """Detect faces, preprocess them as the checkpoint says, and classify their expressions."""
+
+    def __init__(self, checkpoint: str | os.PathLike[str] | None = None, detector: str = "opencv",
+                 device: str = "cpu", batch_size: int = 64) -> None:
+        path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+        self.backend = _OnnxBackend(path) if path.suffix == ".onnx" else _TorchBackend(path, device)
+        self.classes: list[str] = list(self.backend.classes)
+        self.prep: Preprocessing = self.backend.prep
+        self.transform = BatchTransform(self.prep.mean, self.prep.std)
+        self.detector = create_detector(detector)
+        self.batch_size = batch_size
+        self.checkpoint = str(path)
+
+    # ---- preprocessing -----------------------------------------------------------------------------------
+    def face_tensor(self, crops: list[Image.Image]) -> torch.Tensor:
+        arr = np.stack([pil_to_array(c, self.prep.input_size, self.prep.grayscale) for c in crops])
+        return self.transform(torch.from_numpy(arr))
+
+    def _classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        probs, alphas = [], []
+        for i in range(0, len(x), self.batch_size):
+            logits, alpha = self.backend(x[i:i + self.batch_size])
+            probs.append(_softmax(logits.astype(np.float64)))
+            if alpha is not None:
+                alphas.append(alpha)
+        return np.concatenate(probs), (np.concatenate(alphas) if alphas else None)
+
+    def _faces(self, image: Image.Image) -> tuple[list[Face], list[Image.Image]]:
+        faces = self.detector.detect(image)
+        return faces, [crop_face(image, f, self.prep.face_margin) if self.detector.name != "none" else image
+                       for f in faces]
+
+    # ---- API ---------------------------------------------------------------------------------------------
+    def _inputs(self, inputs: Any, bgr: bool) -> Iterator[tuple[str, Image.Image | Exception]]:
+        if isinstance(inputs, Image.Image):
+            yield "image0", to_rgb(inputs)
+            return
+        if isinstance(inputs, np.ndarray):
+            arr = inputs
+            if arr.ndim == 2:
+                arr = np.stack([arr] * 3, -1)
+            if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
+                raise ValueError(f"numpy input must be HxWx3 (or HxWx4) uint8, got shape {arr.shape} {arr.dtype}")
+            arr = arr[..., :3]
+            yield "array0", Image.fromarray(np.ascontiguousarray(arr[..., ::-1] if bgr else arr))
+            return
+        if isinstance(inputs, str | os.PathLike):
+            inputs = [inputs]
+        for p in iter_image_paths(inputs):
+            try:
+                yield str(p), read_image(p)
+            except ImageReadError as exc:
+                yield str(p), exc
+
+    def predict_tensor(self, batch: torch.Tensor) -> PredictionResult:
+        """A (B, C, H, W) batch of face crops (uint8, or float in [0, 1]); no detection."""
+        if batch.dim() != 4 or batch.shape[1] not in (1, 3):
+            raise ValueError(f"tensor input must be (B, 1|3, H, W), got {tuple(batch.shape)}")
+        x = batch if batch.dtype == torch.uint8 else (batch.clamp(0, 1) * 255).round().to(torch.uint8)
+        if self.prep.grayscale and x.shape[1] == 3:
+            x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
+            x = x.to(torch.uint8)
+        x = torch.nn.functional.interpolate(x.float(), size=(self.prep.input_size,) * 2, mode="bilinear",
+                                           align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        probs, alpha = self._classify(self.transform(x))
+        res = PredictionResult(classes=self.classes)
+        for i in range(len(x)):
+            iid = f"tensor{i}"
+            res.images.append(ImageStatus(iid, "ok", 1))
+            res.faces.append(self._face_result(iid, 0, (0, 0, batch.shape[-1], batch.shape[-2]), 1.0, probs[i],
+                                               None if alpha is None else alpha[i]))
+        return res
+
+    def _face_result(self, iid: str, k: int, box, score: float, p: np.ndarray, a, frame: int | None = None):
+        top = int(p.argmax())
+        return FaceResult(iid, k, tuple(int(v) for v in box), score, self.classes[top], float(p[top]),
+                          {c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                          None if a is None else [float(v) for v in a], frame)
+
+    def predict(self, inputs: Any, bgr: bool = False) -> PredictionResult:
+        """Per-face predictions; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``)."""
+        if isinstance(inputs, torch.Tensor):
+            return self.predict_tensor(inputs)
+        res = PredictionResult(classes=self.classes)
+        pending: list[tuple[str, int, Face, Image.Image]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            probs, alpha = self._classify(self.face_tensor([c for *_, c in pending]))
+            for i, (iid, k, face, _) in enumerate(pending):
+                res.faces.append(self._face_result(iid, k, face.box, face.score, probs[i],
+                                                   None if alpha is None else alpha[i]))
+            pending.clear()
+
+        for iid, image in self._inputs(inputs, bgr):
+            if isinstance(image, Exception):
+                res.images.append(ImageStatus(iid, f"unreadable: {image}"))
+                continue
+            faces, crops = self._faces(image)
+            res.images.append(ImageStatus(iid, "ok" if faces else "no_face", len(faces)))
+            pending.extend((iid, k, f, c) for k, (f, c) in enumerate(zip(faces, crops, strict=True)))
+            if len(pending) >= self.batch_size:
+                flush()
+        flush()
+        return res
+
+    def predict_frames(self, frames: Iterable[tuple[int, np.ndarray]], bgr: bool = True) -> Iterator[
+            tuple[int, np.ndarray, list[FaceResult]]]:
+        """Video: (frame index, HxWx3 array) pairs -> (index, array, faces), batched across frames."""
+        buf: list[tuple[int, np.ndarray, list[Face], list[Image.Image]]] = []
+
+        def flush():
+            crops = [c for *_, cs in buf for c in cs]
+            probs, alpha = self._classify(self.face_tensor(crops)) if crops else (None, None)
+            n = 0
+            for idx, arr, faces, _ in buf:
+                out = []
+                for k, f in enumerate(faces):
+                    out.append(self._face_result(f"frame{idx}", k, f.box, f.score, probs[n],
+                                                 None if alpha is None else alpha[n], frame=idx))
+                    n += 1
+                yield idx, arr, out
+            buf.clear()
+
+        for idx, arr in frames:
+            image = Image.fromarray(np.ascontiguousarray(arr[..., ::-1] if bgr else arr))
+            faces, crops = self._faces(image)
+            buf.append((idx, arr, faces, crops))
+            if sum(len(b[2]) for b in buf) >= self.batch_size or len(buf) >= self.batch_size:
+                yield from flush()
+        yield from flush()
+
+
+def annotate(image: Image.Image, faces: list[FaceResult], top: int = 3) -> Image.Image:
+    """Boxes and top-``top`` labels drawn on a copy of ``image``."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB").copy()
+    d = ImageDraw.Draw(out)
+    lw = max(2, out.width // 300)
+    for f in faces:
+        x, y, w, h = f.box
+        d.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=lw)
+        best = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:top]
+        for i, (c, p) in enumerate(best):
+            text = f"{c} {p:.2f}"
+            ty = y + h + 2 + i * 12
+            d.rectangle([x, ty, x + 7 * len(text), ty + 11], fill=(0, 0, 0))
+            d.text((x + 1, ty), text, fill=(255, 255, 0) if i == 0 else (255, 255, 255))
+    return out

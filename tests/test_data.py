@@ -1,0 +1,291 @@
+"""Loaders against tiny fixture trees in each publisher's exact layout, plus the real data when present."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared, write_image
+from fdrl.data import create_dataset, list_datasets
+from fdrl.data.splits import stratified_holdout
+from fdrl.data.tensors import BatchTransform, decode_dataset, tta_views
+from fdrl.errors import DataError
+
+
+def test_registry_lists_every_benchmark():
+    assert set(list_datasets()) == {"rafdb", "fer2013", "ferplus", "affectnet", "sfew", "ckplus", "mmi",
+                                    "oulu_casia", "folder", "synthetic"}
+    with pytest.raises(DataError, match="did you mean"):
+        create_dataset("rafbd", "/x", "train")
+
+
+# ---- RAF-DB -----------------------------------------------------------------------------------------------
+def _rafdb(root, missing=False):
+    lines = ["train_00001.jpg 1", "train_00002.jpg 4", "train_00003.jpg 7", "test_0001.jpg 5", "test_0002.jpg 6"]
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    for i, line in enumerate(lines):
+        stem = line.split()[0][:-4]
+        if missing and stem == "train_00002":
+            continue
+        write_image(root / "Image" / "aligned" / f"{stem}_aligned.jpg", (100, 100), i)
+        write_image(root / "Image" / "original" / f"{stem}.jpg", (300, 240), i)
+    return root
+
+
+def test_rafdb_labels_splits_and_variants(tmp_path):
+    root = _rafdb(tmp_path / "raf")
+    tr = create_dataset("rafdb", str(root), "train")
+    assert tr.classes == ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
+    assert [s.id for s in tr.samples] == ["train_00001", "train_00002", "train_00003"]
+    assert tr.labels == [0, 3, 6]
+    te = create_dataset("rafdb", str(root), "test", variant="original")
+    assert te.labels == [4, 5] and te[0][0].size == (300, 240)
+    assert tr[0][0].size == (100, 100) and tr[0][2] == "train_00001"
+
+
+def test_rafdb_missing_image_is_counted_or_strict(tmp_path):
+    root = _rafdb(tmp_path / "raf", missing=True)
+    ds = create_dataset("rafdb", str(root), "train")
+    assert len(ds) == 2 and len(ds.skipped) == 1 and "listed but absent" in ds.skipped[0][1]
+    with pytest.raises(DataError, match="train_00002_aligned.jpg: listed but absent"):
+        create_dataset("rafdb", str(root), "train", on_error="strict")
+    with pytest.raises(DataError, match="expected a folder"):
+        create_dataset("rafdb", str(tmp_path / "nope"), "train")
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 9\n")
+    with pytest.raises(DataError, match="label 1-7"):
+        create_dataset("rafdb", str(root), "train", on_error="strict")
+
+
+# ---- FER2013 ----------------------------------------------------------------------------------------------
+def test_fer2013_csv(tmp_path):
+    rows = [(3, "Training"), (0, "Training"), (6, "PublicTest"), (5, "PrivateTest"), (1, "Training")]
+    with (tmp_path / "fer2013.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for i, (e, u) in enumerate(rows):
+            w.writerow([e, " ".join(str((i * 7 + k) % 256) for k in range(2304)), u])
+        w.writerow([9, " ".join(["0"] * 2304), "Training"])  # label out of range: counted
+    tr = create_dataset("fer2013", str(tmp_path), "train")
+    assert tr.labels == [3, 0, 1] and len(tr.skipped) == 1
+    assert tr.classes == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert create_dataset("fer2013", str(tmp_path), "val").labels == [6]
+    assert create_dataset("fer2013", str(tmp_path), "test").labels == [5]
+    im = tr[0][0]
+    assert im.size == (48, 48) and im.mode == "RGB"
+
+
+def test_fer2013_folder_release_with_public_test_only(tmp_path):
+    for cls, n in (("angry", 3), ("happy", 4)):
+        for i in range(n):
+            write_image(tmp_path / "train" / cls / f"Training_{cls}{i}.jpg", seed=i)
+        write_image(tmp_path / "test" / cls / f"PublicTest_{cls}.jpg")
+    tr = create_dataset("fer2013", str(tmp_path), "train")
+    assert tr.class_counts()["angry"] == 3 and tr.class_counts()["happy"] == 4 and tr.labels[0] == 0
+    assert len(create_dataset("fer2013", str(tmp_path), "publictest")) == 2
+    with pytest.raises(DataError, match="no PrivateTest images.*PublicTest: 2"):
+        create_dataset("fer2013", str(tmp_path), "test")
+
+
+# ---- FERPlus ----------------------------------------------------------------------------------------------
+def test_ferplus_majority_and_distribution(tmp_path):
+    d = tmp_path / "FER2013Train"
+    votes = [[4, 0, 0, 1, 3, 2, 0, 0, 0, 0], [0, 5, 5, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 8, 2],
+             [0, 0, 0, 0, 0, 0, 1, 9, 0, 0]]
+    d.mkdir()
+    with (d / "label.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        for i, v in enumerate(votes):
+            write_image(d / f"fer{i:07d}.png", seed=i, mode="L")
+            w.writerow([f"fer{i:07d}.png", "(0, 0, 48, 48)", *v])
+    maj = create_dataset("ferplus", str(tmp_path), "train")
+    assert maj.classes[7] == "contempt" and maj.labels == [0, 7]
+    assert maj.excluded == {"tied majority": 1, "majority unknown": 1}
+    dist = create_dataset("ferplus", str(tmp_path), "train", label_mode="distribution")
+    soft = dist.target(0, soft=True)
+    assert soft.sum() == pytest.approx(1.0) and soft[0] == pytest.approx(0.4)
+
+
+# ---- AffectNet --------------------------------------------------------------------------------------------
+def test_affectnet_csv_crops_box_and_class_variants(tmp_path):
+    img_dir = tmp_path / "Manually_Annotated_Images" / "1"
+    rows = [("1/a.jpg", 1), ("1/b.jpg", 7), ("1/c.jpg", 9)]
+    for i, (rel, _) in enumerate(rows):
+        write_image(tmp_path / "Manually_Annotated_Images" / rel, (200, 160), i)
+    assert img_dir.is_dir()
+    header = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
+              "expression", "valence", "arousal"]
+    for name in ("training.csv", "validation.csv"):
+        with (tmp_path / name).open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for rel, e in rows:
+                w.writerow([rel, 10, 20, 64, 80, "1;2", e, 0.1, 0.2])
+    seven = create_dataset("affectnet", str(tmp_path), "train")
+    assert seven.labels == [1] and seven.excluded == {"expression 7": 1, "expression 9": 1}
+    assert seven[0][0].size == (64, 80)
+    eight = create_dataset("affectnet", str(tmp_path), "test", num_classes=8)
+    assert eight.labels == [1, 7] and eight.classes[-1] == "contempt"
+
+
+def test_affectnet_npy_layout(tmp_path):
+    for split in ("train_set", "val_set"):
+        for i, e in enumerate((0, 6, 10)):
+            write_image(tmp_path / split / "images" / f"{i}.jpg", seed=i)
+            (tmp_path / split / "annotations").mkdir(parents=True, exist_ok=True)
+            np.save(tmp_path / split / "annotations" / f"{i}_exp.npy", np.array(str(e)))
+    ds = create_dataset("affectnet", str(tmp_path), "train")
+    assert ds.labels == [0, 6]
+
+
+# ---- SFEW / folder ----------------------------------------------------------------------------------------
+def test_sfew_val_is_test_split(tmp_path):
+    for split, n in (("Train", 2), ("Val", 1)):
+        for cls in ("Angry", "Happy", "Surprise"):
+            for i in range(n):
+                write_image(tmp_path / split / cls / f"{cls}_{i}.png", seed=i)
+    tr, te = create_dataset("sfew", str(tmp_path), "train"), create_dataset("sfew", str(tmp_path), "test")
+    assert len(tr) == 6 and len(te) == 3 and te.labels == [0, 3, 6]
+
+
+def test_folder_with_and_without_splits_and_empty_class(tmp_path):
+    for cls in ("a", "b"):
+        write_image(tmp_path / "flat" / cls / "1.jpg")
+        write_image(tmp_path / "split" / "train" / cls / "1.png")
+    (tmp_path / "flat" / "c").mkdir()
+    flat = create_dataset("folder", str(tmp_path / "flat"), "train")
+    assert flat.classes == ["a", "b", "c"] and len(flat) == 2 and "empty class" in flat.skipped[0][1]
+    with pytest.raises(DataError, match="empty class folder"):
+        create_dataset("folder", str(tmp_path / "flat"), "train", on_error="strict")
+    assert len(create_dataset("folder", str(tmp_path / "split"), "train")) == 2
+
+
+# ---- sequences and subject-independent folds --------------------------------------------------------------
+def _ckplus(root, subjects=12):
+    for s in range(subjects):
+        for q, code in ((1, 1 + s % 7), (2, 5)):
+            seq = root / "cohn-kanade-images" / f"S{s:03d}" / f"{q:03d}"
+            for f in range(1, 6):
+                write_image(seq / f"S{s:03d}_{q:03d}_{f:08d}.png", seed=f)
+            emo = root / "Emotion" / f"S{s:03d}" / f"{q:03d}"
+            emo.mkdir(parents=True)
+            (emo / f"S{s:03d}_{q:03d}_00000005_emotion.txt").write_text(f"   {code:.7e}\n")
+    return root
+
+
+def test_ckplus_last_three_frames_and_folds(tmp_path):
+    root = _ckplus(tmp_path / "ck")
+    ds = create_dataset("ckplus", str(root), "all")
+    frames = sorted({s.id.rsplit("_", 1)[-1] for s in ds.samples})
+    assert frames == ["00000003.png", "00000004.png", "00000005.png"]
+    contempt = sum(1 for s in range(12) if 1 + s % 7 == 2)
+    assert len(ds) == 3 * (24 - contempt) and ds.excluded == {"label outside the class set": contempt}
+    neutral = create_dataset("ckplus", str(root), "all", classes="7_neutral")
+    assert neutral.labels.count(6) == 24 - contempt
+    covered = []
+    for k in range(4):
+        tr = create_dataset("ckplus", str(root), f"fold{k}/train", num_folds=4)
+        te = create_dataset("ckplus", str(root), f"fold{k}/test", num_folds=4)
+        assert not {s.subject for s in tr.samples} & {s.subject for s in te.samples}
+        assert len(tr) + len(te) == len(ds)
+        covered += [s.id for s in te.samples]
+    assert sorted(covered) == sorted(s.id for s in ds.samples)
+    fit = create_dataset("ckplus", str(root), "fold0/train/fit", num_folds=4)
+    hold = create_dataset("ckplus", str(root), "fold0/train/holdout", num_folds=4)
+    assert not {s.id for s in fit.samples} & {s.id for s in hold.samples}
+
+
+def test_ck48_oulu_mmi_layouts(tmp_path):
+    for cls in ("anger", "happy", "contempt"):
+        for s in range(3):
+            write_image(tmp_path / "ck48" / cls / f"S{s:03d}_001_0000001{s}.png", seed=s)
+    ck48 = create_dataset("ckplus", str(tmp_path / "ck48"), "all")
+    assert sorted(set(ck48.labels)) == [0, 3] and {s.subject for s in ck48.samples} == {"S000", "S001", "S002"}
+    for p in ("P001", "P002"):
+        for emo in ("Anger", "Happiness"):
+            for f in range(5):
+                write_image(tmp_path / "oulu" / "OriginalImg" / "VL" / "Strong" / p / emo / f"{f:03d}.jpeg")
+                write_image(tmp_path / "mmi" / p / emo / "seq1" / f"{f:03d}.png")
+    oulu = create_dataset("oulu_casia", str(tmp_path / "oulu"), "all")
+    assert len(oulu) == 12 and oulu.samples[0].id.endswith("002.jpeg") and set(oulu.labels) == {0, 3}
+    mmi = create_dataset("mmi", str(tmp_path / "mmi"), "all")
+    assert len(mmi) == 12 and mmi.samples[0].subject == "P001"
+
+
+# ---- synthetic, splits, decoding ----------------------------------------------------------------------------
+def test_synthetic_is_deterministic_and_balanced():
+    a = create_dataset("synthetic", None, "train", num_samples=14)
+    b = create_dataset("synthetic", None, "train", num_samples=14)
+    c = create_dataset("synthetic", None, "test", num_samples=14)
+    assert all(np.array_equal(x.pixels, y.pixels) for x, y in zip(a.samples, b.samples, strict=True))
+    assert not np.array_equal(a.samples[0].pixels, c.samples[0].pixels)
+    assert a.class_counts() == {k: 2 for k in a.classes}
+
+
+def test_stratified_holdout_is_seeded_disjoint_and_stratified():
+    labels = [0] * 50 + [1] * 30 + [2] * 3 + [3]
+    fit, hold = stratified_holdout(labels, 0.1, seed=0)
+    assert stratified_holdout(labels, 0.1, seed=0) == (fit, hold)
+    assert not set(fit) & set(hold) and sorted(fit + hold) == list(range(len(labels)))
+    assert [sum(labels[i] == c for i in hold) for c in range(4)] == [5, 3, 1, 0]
+    val = create_dataset("synthetic", None, "train/holdout", num_samples=70)
+    assert len(val) == 7
+
+
+def test_bad_images_are_counted_or_strict(tmp_path):
+    write_image(tmp_path / "a" / "ok.jpg")
+    (tmp_path / "a" / "zero.jpg").write_bytes(b"")
+    (tmp_path / "a" / "text.jpg").write_text("not an image")
+    good = write_image(tmp_path / "b" / "good.jpg", (64, 64))
+    (tmp_path / "b" / "trunc.jpg").write_bytes(good.read_bytes()[:200])
+    ds = create_dataset("folder", str(tmp_path), "all")
+    assert len(ds.skipped) == 1  # zero-byte found while listing
+    data = decode_dataset(ds, 48, False)
+    assert len(data) == 2 and len(data.skipped) == 3
+    reasons = " ".join(r for _, r in data.skipped)
+    assert "zero-byte" in reasons and "not a readable image" in reasons
+    ds.on_error = "strict"
+    with pytest.raises(DataError, match="text.jpg|trunc.jpg"):
+        decode_dataset(ds, 48, False)
+
+
+def test_cache_round_trip(tmp_path):
+    ds = create_dataset("synthetic", None, "val", num_samples=21)
+    a = decode_dataset(ds, 40, True, cache_dir=str(tmp_path))
+    files = list(tmp_path.glob("synthetic-val-40g-*.pt"))
+    assert len(files) == 1 and a.images.shape == (21, 1, 40, 40) and a.images.dtype == torch.uint8
+    b = decode_dataset(ds, 40, True, cache_dir=str(tmp_path))
+    assert torch.equal(a.images, b.images) and a.ids == b.ids
+
+
+def test_batch_transform_and_tta():
+    x = torch.randint(0, 255, (4, 1, 48, 48), dtype=torch.uint8)
+    t = BatchTransform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "fer")
+    plain = t(x)
+    assert plain.shape == (4, 3, 48, 48)
+    torch.testing.assert_close(plain[:, 0], (x[:, 0].float() / 255 - 0.5) / 0.25)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a, b = t(x, train=True, generator=g1), t(x, train=True, generator=g2)
+    assert torch.equal(a, b) and not torch.allclose(a, plain)
+    assert len(tta_views(plain, "tencrop")) == 10 and tta_views(plain, "flip")[1].shape == plain.shape
+
+
+# ---- the real data (development machines only) -------------------------------------------------------------
+@pytest.mark.data
+def test_real_fer2013_published_counts():
+    root = shared("fer2013")
+    tr = create_dataset("fer2013", str(root), "train")
+    assert tr.class_counts() == {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830,
+                                 "surprise": 3171, "neutral": 4965}
+    assert len(create_dataset("fer2013", str(root), "publictest")) == 3589
+
+
+@pytest.mark.data
+def test_real_ferplus_folders():
+    root = shared("ferplus")
+    tr, va = create_dataset("ferplus", str(root), "train"), create_dataset("ferplus", str(root), "val")
+    assert len(tr) > 25000 and len(va) > 3000 and sum(tr.excluded.values()) > 0
+    assert tr.classes == ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+    assert tr.class_counts()["neutral"] > tr.class_counts()["contempt"] > 0
+    assert tr[0][0].size == (48, 48)

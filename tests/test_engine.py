@@ -1,0 +1,150 @@
+"""Configs, training, selection, resume, NaN handling and DDP (gloo, 2 CPU processes)."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import fdrl
+from fdrl.config import ConfigError, load_config
+from fdrl.data.registry import dataset_info
+from fdrl.engine.trainer import TrainingError, TrainingStopped, train
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("[!_]*.yaml"))
+
+TINY = [
+    "data.dataset=synthetic",
+    "data.options={train_size: 96, eval_size: 42, image_size: 32}",
+    "data.preprocessing.input_size=32",
+    "data.cache=false",
+    "model.num_latent=3",
+    "model.alpha_reduce=mean",
+    "optim.lr=0.001",
+    "train.batch_size=16",
+    "train.epochs=2",
+    "train.num_threads=1",
+    "report.tsne_max_samples=42",
+]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_loads_and_builds(path):
+    cfg = load_config(path)
+    k = len(dataset_info(cfg.data.dataset).classes)
+    model = fdrl.create_model(cfg.model_name, num_classes=k, **cfg.model)
+    assert model.config.num_classes == k
+    assert cfg.data.test_split not in (cfg.data.val_split, cfg.data.train_split)
+    if path.stem.endswith("_baseline"):
+        twin = load_config(path.with_name(path.stem.removesuffix("_baseline") + ".yaml"))
+        mine = load_config(path)
+        assert mine.model_name == "baseline_resnet18"
+        assert (mine.data, mine.optim, mine.sched, mine.train, mine.loss) == (
+            twin.data, twin.optim, twin.sched, twin.train, twin.loss)
+
+
+def test_paper_recipe_in_paper_configs():
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "rafdb.yaml")
+    assert cfg.optim.lr == 1e-4 and cfg.optim.betas == (0.5, 0.999) and cfg.train.batch_size == 64
+    assert cfg.train.epochs == 40 and cfg.sched.milestones == [10, 18, 25, 32]
+    assert cfg.data.preprocessing.input_size == 224 and cfg.data.val_split == "train/holdout"
+
+
+def test_unknown_keys_name_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'.*did you mean \['epochs'\]"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="model: .*num_latnet"):
+        load_config(None, ["model.num_latnet=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_train_selects_on_val_and_tests_best_and_last(tmp_path):
+    s = train(load_config(None, TINY), tmp_path)
+    for f in ("best.pt", "last.pt", "metrics.jsonl", "config.yaml", "summary.json", "curves.png"):
+        assert (tmp_path / f).is_file(), f
+    for which in ("report_best", "report_last"):
+        for f in ("metrics.json", "confusion_matrix.png", "alpha_by_class.png", "alpha_by_class.csv", "tsne.png"):
+            assert (tmp_path / which / f).is_file(), f
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("val_accuracy" in r for r in rows)
+    best_epoch = 1 + max(range(2), key=lambda i: (rows[i]["val_accuracy"], -i))
+    assert s["best"]["epoch"] == best_epoch and s["last"]["epoch"] == 2
+    m = json.loads((tmp_path / "report_best" / "metrics.json").read_text())
+    assert m["num_samples"] == 42 and m["split"] == "test" and len(m["confusion_matrix"]) == 7
+    assert set(m) >= {"accuracy", "mean_class_accuracy", "per_class", "classes", "checkpoint"}
+    loaded = fdrl.load_checkpoint(tmp_path / "best.pt")
+    assert loaded.preprocessing.input_size == 32 and loaded.classes[3] == "happy"
+    assert loaded.raw["config"]["train"]["epochs"] == 2  # the resolved config travels with the weights
+
+
+def test_split_overlap_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="shares"):
+        train(load_config(None, [*TINY, "data.val_split=train"]), tmp_path)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    full = train(load_config(None, TINY), tmp_path / "full")
+    with pytest.raises(TrainingStopped):
+        train(load_config(None, [*TINY, "train.stop_after_steps=8"]), tmp_path / "killed")  # mid epoch 2
+    assert json.loads((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    resumed = train(load_config(None, TINY), tmp_path / "killed", resume=True)
+    assert resumed["final_weights_digest"] == full["final_weights_digest"]
+    a = fdrl.load_checkpoint(tmp_path / "full" / "last.pt", with_criterion=True)
+    b = fdrl.load_checkpoint(tmp_path / "killed" / "last.pt", with_criterion=True)
+    torch.testing.assert_close(a.criterion.feature_centres, b.criterion.feature_centres, rtol=0, atol=0)
+
+
+def test_nan_loss_stops_with_last_checkpoint_intact(tmp_path):
+    train(load_config(None, [*TINY, "train.epochs=1"]), tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        train(load_config(None, [*TINY, "loss.lambda_balance=.nan"]), tmp_path, resume=True)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, q) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from fdrl.data.registry import create_dataset
+    from fdrl.data.tensors import BatchTransform, decode_dataset
+    from fdrl.engine.evaluate import predict
+
+    summary = train(load_config(None, [*TINY, "data.options={train_size: 64, eval_size: 21, image_size: 32}",
+                                       "train.epochs=1", "report.plots=false"]), out)
+    data = decode_dataset(create_dataset("synthetic", None, "test", num_samples=21, image_size=32), 32, False)
+    res = predict(fdrl.create_model("baseline_resnet18", num_classes=7), data,
+                  BatchTransform((0.5,) * 3, (0.5,) * 3), torch.device("cpu"), batch_size=4)
+    q.put((rank, summary["final_weights_digest"], res["index_seen"].tolist(), summary.get("test_accuracy")))
+    dist.destroy_process_group()
+
+
+def test_ddp_two_processes_identical_weights_and_full_coverage(tmp_path):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tmp_path), q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(q.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    (r0, d0, seen0, acc0), (r1, d1, seen1, _) = results
+    assert d0 == d1  # identical weights (and centres: they are buffers in the digest) on both ranks
+    assert seen0 == seen1 == list(range(21))  # every sample evaluated exactly once
+    assert acc0 is not None
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1  # rank 0 alone logs
