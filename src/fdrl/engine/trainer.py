@@ -229,10 +229,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
             parts = criterion(output, y)
             loss = parts["loss"]
             if not torch.isfinite(loss):
+                values = {k: float(v.detach()) for k, v in parts.items()}
                 raise TrainingError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step} "
-                    f"(parts: { {k: float(v.detach()) for k, v in parts.items()} }); stopping. The last good checkpoint "
-                    f"{last_path if last_path.exists() else '(none yet)'} is intact. Lower optim.lr or disable amp.")
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step} (parts: {values}); stopping. "
+                    f"The last good checkpoint {last_path if last_path.exists() else '(none yet)'} is intact. "
+                    f"Lower optim.lr or disable amp.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.optim.grad_clip:

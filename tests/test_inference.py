@@ -1,0 +1,227 @@
+"""Recognizer API, predict CLI, robustness to bad files, ONNX/TorchScript export parity, prepare."""
+
+import importlib.util
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fdrl
+from conftest import shared, write_image
+from fdrl.checkpoint import CheckpointError, atomic_save, make_checkpoint
+from fdrl.cli import main
+from fdrl.config import Preprocessing
+from fdrl.data.base import read_image
+from fdrl.inference.recognizer import Recognizer
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rec(ckpt):
+    return Recognizer(ckpt, detector="none")
+
+
+def test_inputs_of_every_kind(rec, tmp_path):
+    p = write_image(tmp_path / "faces" / "a.png", (64, 64), 1)
+    write_image(tmp_path / "faces" / "sub" / "b.jpg", (50, 70), 2)
+    arr = np.asarray(Image.open(p).convert("RGB"))
+    by_path = rec.predict(str(p))
+    for res in (by_path, rec.predict(Image.open(p)), rec.predict(arr), rec.predict(arr[..., ::-1].copy(), bgr=True)):
+        assert len(res.faces) == 1
+        f = res.faces[0]
+        assert sum(f.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert f.label in CLASSES and len(f.alpha) == 3 and f.box == (0, 0, 64, 64)
+        np.testing.assert_allclose(list(f.probabilities.values()),
+                                   list(by_path.faces[0].probabilities.values()), atol=1e-5)
+    folder = rec.predict(tmp_path / "faces")
+    assert [s.image_id.split("/")[-1] for s in folder.images] == ["a.png", "b.jpg"]
+    batch = rec.predict(torch.rand(3, 3, 40, 40))
+    assert len(batch.faces) == 3
+    with pytest.raises(ValueError, match="HxWx3"):
+        rec.predict(np.zeros((4, 4, 3), dtype=np.float32))
+
+
+def test_preprocessing_comes_from_checkpoint(rec):
+    assert rec.prep.input_size == 40 and rec.prep.grayscale
+    x = rec.face_tensor([Image.new("RGB", (100, 80), (200, 10, 10))])
+    assert x.shape == (1, 3, 40, 40)
+    mean, std = torch.tensor(rec.prep.mean).view(3, 1, 1), torch.tensor(rec.prep.std).view(3, 1, 1)
+    gray = x[0] * std + mean  # grayscale: the same value in every channel before normalisation
+    torch.testing.assert_close(gray[0], gray[1])
+    torch.testing.assert_close(gray[0], torch.full((40, 40), round(0.299 * 200 + 0.587 * 10 + 0.114 * 10) / 255),
+                               atol=2 / 255, rtol=0)
+
+
+def test_to_pandas_fixed_columns(rec, tmp_path):
+    pd = pytest.importorskip("pandas")
+    res = rec.predict(write_image(tmp_path / "x.png"))
+    df = res.to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns[:11]) == list(res.COLUMNS) and "p_neutral" in df.columns and len(df) == 1
+
+
+def _huge_png(path, side=30000):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_bad_and_unusual_files_get_a_status(rec, tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "zero.jpg").write_bytes(b"")
+    (d / "notes.png").write_text("hello")
+    good = write_image(d / "good.jpg", (80, 80))
+    (d / "trunc.jpg").write_bytes(good.read_bytes()[:300])
+    Image.new("CMYK", (60, 60), (10, 20, 30, 0)).save(d / "cmyk.jpg")
+    Image.fromarray((np.arange(3600).reshape(60, 60) * 18).astype(np.uint16)).save(d / "sixteen.png")
+    Image.new("P", (60, 60), 3).save(d / "palette.png")
+    Image.new("RGBA", (60, 60), (255, 0, 0, 0)).save(d / "alpha.png")
+    _huge_png(d / "bomb.png")
+    res = rec.predict(d)
+    status = {s.image_id.split("/")[-1]: s.status for s in res.images}
+    for name in ("good.jpg", "cmyk.jpg", "sixteen.png", "palette.png", "alpha.png"):
+        assert status[name] == "ok", (name, status[name])
+    assert status["zero.jpg"] == "unreadable: zero-byte file"
+    assert status["notes.png"].startswith("unreadable: not a readable image")
+    assert status["trunc.jpg"].startswith("unreadable")
+    assert "decompression-bomb" in status["bomb.png"]
+    assert len(res.failed) == 4 and len(res.faces) == 5
+
+
+def test_exif_orientation_applied(tmp_path):
+    im = Image.new("RGB", (40, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "o.jpg", exif=exif)
+    assert read_image(tmp_path / "o.jpg").size == (20, 40)
+
+
+def test_no_face_with_opencv_detector(ckpt, tmp_path):
+    rec = Recognizer(ckpt, detector="opencv")
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(tmp_path / "blank.png")
+    res = rec.predict(tmp_path / "blank.png")
+    assert res.images[0].status == "no_face" and not res.faces
+
+
+@pytest.mark.data
+def test_opencv_finds_real_faces_in_a_composed_photo(ckpt, tmp_path):
+    root = shared("fer2013")
+    faces = sorted((root / "test" / "happy").glob("PublicTest_*.jpg"))[:6]
+    canvas = Image.new("RGB", (1100, 500), (90, 120, 140))
+    for i, p in enumerate(faces):
+        canvas.paste(Image.open(p).convert("RGB").resize((160, 160)), (40 + (i % 3) * 350, 40 + (i // 3) * 250))
+    canvas.save(tmp_path / "group.jpg")
+    res = Recognizer(ckpt, detector="opencv").predict(tmp_path / "group.jpg")
+    assert len(res.faces) >= 4
+    for f in res.faces:
+        x, y, w, h = f.box
+        assert 60 < w < 260 and y < 420
+
+
+def test_predict_cli_formats_and_exit_code(ckpt, tmp_path, capsys):
+    write_image(tmp_path / "in" / "a.png", (64, 64))
+    write_image(tmp_path / "in" / "b.png", (64, 64), 3)
+    assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--detector", "none",
+                 "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["faces"]) == 2 and out["classes"] == CLASSES
+    (tmp_path / "in" / "broken.jpg").write_text("x")
+    code = main(["predict", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--detector", "none", "--format",
+                 "csv", "--out", str(tmp_path / "r.csv"), "--save-annotated", str(tmp_path / "ann")])
+    assert code == 1
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0].startswith("image_id,frame,face_index,status") and len(lines) == 4
+    assert "unreadable" in lines[-1] and (tmp_path / "ann" / "a_annotated.jpg").is_file()
+
+
+def test_predict_video(ckpt, tmp_path, capsys):
+    import cv2
+
+    path = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(6):
+        w.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
+    w.release()
+    assert main(["predict", str(path), "--checkpoint", str(ckpt), "--detector", "none", "--format", "csv",
+                 "--frame-stride", "2", "--save-annotated", str(tmp_path / "v")]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [r.split(",")[1] for r in rows] == ["0", "2", "4"]
+    assert (tmp_path / "v" / "clip_annotated.mp4").stat().st_size > 0
+
+
+def test_pickled_checkpoint_refused(tmp_path):
+    torch.save({"format": "fdrl-checkpoint", "evil": Preprocessing()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="pickled"):
+        Recognizer(tmp_path / "evil.pt", detector="none")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+def test_onnx_export_parity_and_predict(ckpt, rec, tmp_path):
+    import onnxruntime as ort
+
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(onnx_path),
+                 "--dynamic-batch"]) == 0
+    sess = ort.InferenceSession(str(onnx_path))
+    x = torch.randn(5, 3, 40, 40)
+    logits, alpha = sess.run(None, {"images": x.numpy()})
+    out = rec.backend.model(x)
+    np.testing.assert_allclose(logits, out.logits.detach().numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(alpha, out.alpha.detach().numpy(), atol=1e-4, rtol=0)
+    assert (logits.argmax(1) == out.logits.argmax(1).numpy()).all()
+    img = write_image(tmp_path / "f.png", (64, 64))
+    a, b = Recognizer(onnx_path, detector="none").predict(img), rec.predict(img)
+    assert a.faces[0].label == b.faces[0].label
+    np.testing.assert_allclose(list(a.faces[0].probabilities.values()), list(b.faces[0].probabilities.values()),
+                               atol=1e-4)
+
+
+def test_torchscript_export(ckpt, rec, tmp_path):
+    path = tmp_path / "m.ts"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(path)]) == 0
+    extra = {"fdrl_meta.json": ""}
+    ts = torch.jit.load(str(path), _extra_files=extra)
+    x = torch.randn(2, 3, 40, 40)
+    torch.testing.assert_close(ts(x)[0], rec.backend.model(x).logits, atol=1e-4, rtol=0)
+    assert json.loads(extra["fdrl_meta.json"])["model_name"] == "fdrl_resnet18"
+
+
+def test_prepare_reports_faces_and_failures(tmp_path):
+    src = tmp_path / "raw" / "happy"
+    Image.new("RGB", (120, 120), (128, 128, 128)).save(src.parent.mkdir(parents=True) or src.mkdir() or
+                                                        src / "blank.jpg")
+    (src / "bad.jpg").write_bytes(b"")
+    code = main(["prepare", str(tmp_path / "raw"), str(tmp_path / "out"), "--size", "64"])
+    report = (tmp_path / "out" / "prepare_report.csv").read_text()
+    assert code == 1 and "no_face" in report and "zero-byte" in report
+
+
+def test_cli_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io, fdrl.cli\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    fdrl.cli.main(['--help'])\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
