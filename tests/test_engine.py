@@ -148,3 +148,20 @@ def test_ddp_two_processes_identical_weights_and_full_coverage(tmp_path):
     assert acc0 is not None
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1  # rank 0 alone logs
+
+
+def test_init_from_checkpoint(tmp_path):
+    train(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "a")
+    src = fdrl.load_checkpoint(tmp_path / "a" / "last.pt").model
+    init = f"train.init_from={tmp_path / 'a' / 'last.pt'}"
+    cfg = load_config(None, [*TINY, "train.epochs=1", "optim.lr=1e-12", init])
+    train(cfg, tmp_path / "b")
+    dst = fdrl.load_checkpoint(tmp_path / "b" / "last.pt").model
+    torch.testing.assert_close(dst.fdn.weight, src.fdn.weight, atol=1e-8, rtol=0)
+
+
+def test_numbers_without_a_dot_are_numbers():
+    cfg = load_config(None, ["optim.lr=1e-3", "loss.lambda_balance=1"])
+    assert cfg.optim.lr == 1e-3 and isinstance(cfg.loss.lambda_balance, float)
+    with pytest.raises(ConfigError, match="optim.lr: expected a number"):
+        load_config(None, ["optim.lr=fast"])

@@ -67,6 +67,7 @@ class TrainSection:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
+    init_from: str | None = None  # fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB)
     select: Literal["last", "val"] = "val"  # which checkpoint is "the" result; both are always written
     tta: Literal["none", "flip", "tencrop"] = "none"  # reported beside the plain figure, never instead
     max_steps_per_epoch: int | None = None  # for smoke tests
@@ -98,6 +99,20 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """YAML reads ``1e-4`` (no dot) as a string: turn numeric strings into the field's number type."""
+    args = typing.get_args(tp)
+    numeric = [t for t in (args or (tp,)) if t in (float, int)]
+    if isinstance(value, str) and numeric:
+        try:
+            return float(value) if float in numeric else int(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool) and float in numeric and int not in numeric:
+        return float(value)
+    return value
+
+
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
     """Build dataclass ``cls`` from nested dicts, rejecting unknown keys with the closest valid ones."""
     if not isinstance(data, dict):
@@ -112,7 +127,7 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
             raise ConfigError(f"unknown config key {full!r}" + (f"; did you mean {close}?" if close else "")
                               + f" (valid under {path or 'top level'}: {names})")
         tp = hints[key]
-        kwargs[key] = from_dict(tp, value, full) if _is_dataclass_type(tp) else value
+        kwargs[key] = from_dict(tp, value, full) if _is_dataclass_type(tp) else _coerce(tp, value, full)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:

@@ -172,6 +172,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
     criterion = create_criterion(model, cfg.loss).to(device)
     optimizer = build_optimizer(model, criterion, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, t.epochs)
+    if t.init_from and not resume:
+        init_from_checkpoint(model, t.init_from, log)
     start_epoch, best_acc, history = 0, -1.0, []
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume:
@@ -298,6 +300,21 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
     if tb is not None:
         tb.close()
     return summary
+
+
+def init_from_checkpoint(model: nn.Module, path: str, log) -> None:
+    """Copy every weight of an fdrl checkpoint whose name and shape match (a new class count re-initialises
+    only the classifier); anything else missing is an error, not a silent partial load."""
+    ck = read_checkpoint(path)
+    if ck["model_name"] != model.model_name:
+        raise TrainingError(f"init_from {path}: holds {ck['model_name']}, this run trains {model.model_name}")
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) for k, v in ck["model_state"].items() if k in own and v.shape == own[k].shape}
+    skipped = sorted(set(own) - set(state))
+    if any(not k.startswith("classifier.") for k in skipped):
+        raise TrainingError(f"init_from {path}: incompatible weights {skipped[:8]}")
+    model.load_state_dict(state, strict=False)
+    log(f"initialised from {path}" + (f" (re-initialised {skipped})" if skipped else ""))
 
 
 def _tensorboard(out: Path):
