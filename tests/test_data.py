@@ -289,3 +289,13 @@ def test_real_ferplus_folders():
     assert tr.classes == ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
     assert tr.class_counts()["neutral"] > tr.class_counts()["contempt"] > 0
     assert tr[0][0].size == (48, 48)
+
+
+def test_missing_label_file_and_duplicate_ids(tmp_path):
+    root = _rafdb(tmp_path / "raf")
+    (root / "EmoLabel" / "list_patition_label.txt").unlink()
+    with pytest.raises(DataError, match="rafdb label file: expected the file"):
+        create_dataset("rafdb", str(root), "train")
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 1\ntrain_00001.jpg 2\n")
+    with pytest.raises(DataError, match="duplicated sample ids"):
+        create_dataset("rafdb", str(root), "train")

@@ -165,3 +165,42 @@ def test_numbers_without_a_dot_are_numbers():
     assert cfg.optim.lr == 1e-3 and isinstance(cfg.loss.lambda_balance, float)
     with pytest.raises(ConfigError, match="optim.lr: expected a number"):
         load_config(None, ["optim.lr=fast"])
+
+
+@pytest.mark.data
+def test_one_epoch_smoke_on_real_fer2013(tmp_path):
+    from conftest import shared
+
+    root = shared("fer2013")
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "fer2013.yaml",
+                      [f"data.root={root}", "data.test_split=publictest", "data.max_samples=192", "data.cache=false",
+                       "train.epochs=1", "train.num_threads=1", "report.tsne=false"])
+    s = train(cfg, tmp_path)
+    assert s["best"]["num_test_samples"] == 192 and 0.0 <= s["test_accuracy"] <= 1.0
+    assert fdrl.load_checkpoint(tmp_path / "best.pt").classes[0] == "angry"
+
+
+def test_eval_command_writes_report(tmp_path, capsys):
+    from fdrl.cli import main
+
+    train(load_config(None, [*TINY, "train.epochs=1", "report.plots=false"]), tmp_path / "run")
+    code = main(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--dataset", "synthetic",
+                 "--split", "test", "--out", str(tmp_path / "ev"), "--tta", "flip",
+                 "--option", "eval_size=21", "--option", "image_size=32"])
+    assert code == 0 and "accuracy" in capsys.readouterr().out
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["num_samples"] == 21 and "accuracy_tta_flip" in m and (tmp_path / "ev" / "alpha_by_class.png").is_file()
+
+
+def test_kfold_protocol_reports_mean_and_std(tmp_path):
+    from test_data import _ckplus
+
+    from fdrl.cli import main
+
+    root = _ckplus(tmp_path / "ck", subjects=6)
+    code = main(["train", "--folds", "2", "--out", str(tmp_path / "kf"), "--set", f"data.root={root}",
+                 "--set", "data.dataset=ckplus", *[x for o in TINY[2:] for x in ("--set", o)],
+                 "--set", "data.val_fraction=0.2", "--set", "train.epochs=1", "--set", "report.plots=false"])
+    assert code == 0
+    s = json.loads((tmp_path / "kf" / "folds_summary.json").read_text())
+    assert s["folds"] == 2 and len(s["test_accuracy"]) == 2 and s["std"] >= 0

@@ -225,3 +225,14 @@ def test_cli_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_thousands_of_files(rec, tmp_path):
+    d = tmp_path / "many"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1500):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(d / f"{i:05d}.png")
+    (d / "00042.png").write_bytes(b"")
+    res = rec.predict(d)
+    assert len(res.images) == 1500 and len(res.faces) == 1499 and len(res.failed) == 1
