@@ -193,9 +193,8 @@ def test_eval_command_writes_report(tmp_path, capsys):
 
 
 def test_kfold_protocol_reports_mean_and_std(tmp_path):
-    from test_data import _ckplus
-
     from fdrl.cli import main
+    from test_data import _ckplus
 
     root = _ckplus(tmp_path / "ck", subjects=6)
     code = main(["train", "--folds", "2", "--out", str(tmp_path / "kf"), "--set", f"data.root={root}",
