@@ -1,0 +1,71 @@
+"""Choose the face-crop margin of a checkpoint on its *validation* split, end to end through the detector.
+
+Each validation face (e.g. FER2013 train/holdout) is upscaled and pasted into a larger canvas, the OpenCV
+detector finds it, and the crop with margin m is classified; the margin with the best accuracy on detected faces
+is the one whose framing matches the training crops. Never run this on a test split.
+
+    python scripts/choose_face_margin.py --checkpoint runs/fer2013_pair/fdrl/best.pt \
+        --dataset fer2013 --root ../shared/data/fer2013 --split train/holdout [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fdrl.checkpoint import atomic_save, read_checkpoint
+from fdrl.data.registry import create_dataset
+from fdrl.inference.detect import crop_face
+from fdrl.inference.recognizer import Recognizer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--dataset", default="fer2013")
+    p.add_argument("--root", required=True)
+    p.add_argument("--split", default="train/holdout")
+    p.add_argument("--samples", type=int, default=600)
+    p.add_argument("--margins", default="0.0,0.05,0.1,0.15,0.2,0.3")
+    p.add_argument("--write", action="store_true", help="store the best margin in the checkpoint's preprocessing")
+    args = p.parse_args()
+    if "test" in args.split:
+        raise SystemExit("refusing to choose a preprocessing parameter on a test split")
+    ds = create_dataset(args.dataset, args.root, args.split)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(ds))[: args.samples]
+    rec = Recognizer(args.checkpoint, detector="opencv")
+    margins = [float(m) for m in args.margins.split(",")]
+    crops: dict[float, list[Image.Image]] = {m: [] for m in margins}
+    labels = []
+    for i in idx:
+        face = ds.load(int(i)).resize((144, 144), Image.BILINEAR)
+        canvas = Image.new("RGB", (320, 320), tuple(int(v) for v in rng.integers(0, 255, 3)))
+        canvas.paste(face, (int(rng.integers(0, 176)), int(rng.integers(0, 176))))
+        found = rec.detector.detect(canvas)
+        if not found:
+            continue
+        labels.append(ds.labels[int(i)])
+        for m in margins:
+            crops[m].append(crop_face(canvas, found[0], m))
+    labels_t = torch.tensor(labels)
+    print(f"{len(labels)}/{len(idx)} faces detected on {args.dataset}/{args.split}")
+    best = None
+    for m in margins:
+        probs, _ = rec._classify(rec.face_tensor(crops[m]))
+        acc = float((torch.from_numpy(probs).argmax(1) == labels_t).float().mean())
+        print(f"margin {m:.2f}: accuracy {acc * 100:.2f} %")
+        best = (acc, m) if best is None or acc > best[0] else best
+    print(f"best margin on validation: {best[1]}")
+    if args.write:
+        ck = read_checkpoint(args.checkpoint)
+        ck["preprocessing"] = {**ck["preprocessing"], "face_margin": best[1]}
+        atomic_save(ck, args.checkpoint)
+        print(f"wrote face_margin={best[1]} into {args.checkpoint}")
+
+
+if __name__ == "__main__":
+    main()
