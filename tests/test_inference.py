@@ -236,3 +236,31 @@ def test_thousands_of_files(rec, tmp_path):
     (d / "00042.png").write_bytes(b"")
     res = rec.predict(d)
     assert len(res.images) == 1500 and len(res.faces) == 1499 and len(res.failed) == 1
+
+
+def test_packaged_default_model(tmp_path, capsys):
+    from fdrl.checkpoint import read_checkpoint
+    from fdrl.inference.recognizer import default_checkpoint
+
+    path = default_checkpoint()
+    assert path.stat().st_size < 30 * 2**20
+    raw = read_checkpoint(path)
+    assert raw["model_name"] == "fdrl_resnet18" and raw["model_state"]["fdn.weight"].dtype == torch.float16
+    assert raw["classes"] == CLASSES and raw["preprocessing"]["input_size"] == 48
+    assert "optimizer_state" not in raw
+    rec = Recognizer(detector="none")
+    assert rec.prep.grayscale and rec.classes == CLASSES
+    face = write_image(tmp_path / "face.png", (48, 48))
+    assert main(["predict", str(face), "--detector", "none", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["faces"]) == 1 and out["faces"][0]["label"] in CLASSES
+
+
+@pytest.mark.data
+def test_packaged_model_recognises_real_expressions():
+    root = shared("fer2013")
+    rec = Recognizer(detector="none")
+    happy = sorted((root / "test" / "happy").glob("*.jpg"))[:40]
+    res = rec.predict(happy)
+    hits = sum(f.label == "happy" for f in res.faces)
+    assert hits >= 24  # the shipped model's PublicTest recall for happy is 0.83 (docs/results.md)

@@ -74,7 +74,7 @@ def plot_alpha(table: np.ndarray, classes: list[str], path: Path, title: str) ->
     im = ax.imshow(table, cmap="viridis", aspect="auto")
     for i in range(table.shape[0]):
         for j in range(table.shape[1]):
-            ax.text(j, i, f"{table[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white")
+            ax.text(j, i, f"{table[i, j]:.3f}", ha="center", va="center", fontsize=6, color="white")
     ax.set_xticks(range(table.shape[1]), [f"l{j + 1}" for j in range(table.shape[1])])
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("latent feature")
