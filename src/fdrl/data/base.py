@@ -93,6 +93,7 @@ class FERDataset:
         self.name, self.split, self.classes = name, split, list(classes)
         self.samples, self.transform, self.on_error, self.root = samples, transform, on_error, root
         self.skipped: list[tuple[str, str]] = list(skipped or [])
+        self.excluded: dict[str, int] = {}  # samples left out by the label protocol (not errors), by reason
         self._check()
 
     def _check(self) -> None:
@@ -149,8 +150,10 @@ class FERDataset:
         return (self.transform(im) if self.transform else im), self.target(index), s.id
 
     def subset(self, indices: Sequence[int], split: str) -> FERDataset:
-        return FERDataset(self.name, split, self.classes, [self.samples[i] for i in indices], self.transform,
-                          self.on_error, self.skipped, self.root)
+        sub = FERDataset(self.name, split, self.classes, [self.samples[i] for i in indices], self.transform,
+                         self.on_error, self.skipped, self.root)
+        sub.excluded = dict(self.excluded)  # protocol exclusions of the parent split, reported with the subset
+        return sub
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in self.class_counts().items())

@@ -42,7 +42,7 @@ def check(args: argparse.Namespace) -> int:
         print(f"{args.dataset}/{split}: {len(ds) - len(unreadable)} usable images")
         for name, n in counts.items():
             print(f"  {name:12s} {n:7d}")
-        excluded = getattr(ds, "excluded", {})
+        excluded = ds.excluded
         if excluded:
             print(f"  excluded by the label protocol: {dict(excluded)}")
         problems = ds.skipped + unreadable

@@ -130,7 +130,7 @@ def load_splits(cfg: TrainConfig, log) -> dict[str, TensorSet]:
         cache_dir = (d.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "fdrl")) if d.cache else None
         out[role] = decode_dataset(ds, p.input_size, p.grayscale, soft=soft and role == "train",
                                    cache_dir=cache_dir, log=log)
-        excluded = getattr(ds, "excluded", {})
+        excluded = ds.excluded
         log(f"data {role}: {ds.summary()}" + (f"; excluded by protocol {excluded}" if excluded else ""))
     train_ids = set(out["train"].ids)
     for role in ("val", "test"):
