@@ -207,8 +207,8 @@ def test_torchscript_export(ckpt, rec, tmp_path):
 
 def test_prepare_reports_faces_and_failures(tmp_path):
     src = tmp_path / "raw" / "happy"
-    Image.new("RGB", (120, 120), (128, 128, 128)).save(src.parent.mkdir(parents=True) or src.mkdir() or
-                                                        src / "blank.jpg")
+    src.mkdir(parents=True)
+    Image.new("RGB", (120, 120), (128, 128, 128)).save(src / "blank.jpg")
     (src / "bad.jpg").write_bytes(b"")
     code = main(["prepare", str(tmp_path / "raw"), str(tmp_path / "out"), "--size", "64"])
     report = (tmp_path / "out" / "prepare_report.csv").read_text()

@@ -10,9 +10,11 @@ class DataError(ValueError):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .engine.trainer import TrainingError, TrainingStopped
     from .models.pretrained import PretrainedWeightsError
 
-    return (DataError, ConfigError, CheckpointError, PretrainedWeightsError, FileNotFoundError, KeyError)
+    return (DataError, ConfigError, CheckpointError, PretrainedWeightsError, TrainingError, TrainingStopped,
+            FileNotFoundError, KeyError)
 
 
 

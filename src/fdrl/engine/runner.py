@@ -61,8 +61,6 @@ def run_folds(cfg: TrainConfig, out: Path, k: int, resume: bool) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    import torch
-
     from ..checkpoint import load_checkpoint
     from ..config import apply_overrides
     from ..data.registry import create_dataset
@@ -94,7 +92,6 @@ def eval_command(args: argparse.Namespace) -> int:
     print(f"{args.dataset}/{args.split}: accuracy {m['accuracy']:.4f}, mean class accuracy "
           f"{m['mean_class_accuracy']:.4f} on {m['num_samples']} images"
           + (f" (skipped {len(data.skipped)})" if data.skipped else "") + f"; report in {args.out}")
-    del torch
     return 0
 
 

@@ -71,7 +71,7 @@ def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
     """Join the process group that ``torchrun`` describes in the environment (if any) and pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = DistInfo()
-    cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda") or device_pref.startswith("cuda:")
+    cuda = (torch.cuda.is_available() and device_pref in ("auto", "cuda")) or device_pref.startswith("cuda:")
     if world > 1:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if cuda else "gloo")
