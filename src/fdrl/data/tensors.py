@@ -85,7 +85,7 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
             continue
         arrays.append(arr)
         targets.append(ds.target(i, soft=soft))
-        labels.append(ds.labels[i] if s.label < 0 else s.label)
+        labels.append(ds.target(i))  # hard label (argmax of the soft target where there is no label)
         ids.append(s.id)
     if not arrays:
         raise DataError(f"{ds.name}/{ds.split}: no readable images ({len(skipped)} skipped)")

@@ -80,3 +80,13 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
         "ids": list(data.ids),
         "index_seen": np.sort(order.numpy()),
     }
+
+
+def tta_metrics(model: nn.Module, data: TensorSet, transform: BatchTransform, device: torch.device,
+                batch_size: int, tta: str, amp: str = "none", channels_last: bool = False) -> dict[str, float]:
+    """Accuracy and mean class accuracy with test-time augmentation, keyed to sit beside the plain figures."""
+    from .report import classification_metrics
+
+    res = predict(model, data, transform, device, batch_size, tta, amp, channels_last, keep_features=False)
+    m = classification_metrics(res["preds"], res["labels"], data.classes)
+    return {f"accuracy_tta_{tta}": m["accuracy"], f"mean_class_accuracy_tta_{tta}": m["mean_class_accuracy"]}

@@ -65,8 +65,8 @@ def eval_command(args: argparse.Namespace) -> int:
     from ..config import apply_overrides
     from ..data.registry import create_dataset
     from ..data.tensors import BatchTransform, decode_dataset
-    from .evaluate import predict
-    from .report import classification_metrics, write_report
+    from .evaluate import predict, tta_metrics
+    from .report import write_report
     from .trainer import setup_distributed
 
     loaded = load_checkpoint(args.checkpoint)
@@ -85,9 +85,7 @@ def eval_command(args: argparse.Namespace) -> int:
     res = predict(model, data, transform, device, args.batch_size)
     extra: dict[str, Any] = {"tta": "none", "skipped": len(data.skipped)}
     if args.tta != "none":
-        tres = predict(model, data, transform, device, args.batch_size, tta=args.tta, keep_features=False)
-        tm = classification_metrics(tres["preds"], tres["labels"], ds.classes)
-        extra[f"accuracy_tta_{args.tta}"] = tm["accuracy"]
+        extra.update(tta_metrics(model, data, transform, device, args.batch_size, args.tta))
     m = write_report(Path(args.out), res, ds.classes, args.split, args.checkpoint, extra=extra)
     print(f"{args.dataset}/{args.split}: accuracy {m['accuracy']:.4f}, mean class accuracy "
           f"{m['mean_class_accuracy']:.4f} on {m['num_samples']} images"

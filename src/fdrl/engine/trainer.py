@@ -33,7 +33,7 @@ from ..errors import DataError
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
-from .evaluate import predict
+from .evaluate import predict, tta_metrics
 from .report import classification_metrics, plot_curves, write_report
 
 
@@ -347,11 +347,8 @@ def finish(cfg: TrainConfig, out: Path, data: dict[str, TensorSet], model: nn.Mo
         res = predict(model, data["test"], transform, device, t.eval_batch_size, "none", t.amp, t.channels_last)
         extra = {"epoch": ck["epoch"], "tta": "none"}
         if t.tta != "none":
-            tres = predict(model, data["test"], transform, device, t.eval_batch_size, t.tta, t.amp, t.channels_last,
-                           keep_features=False)
-            tm = classification_metrics(tres["preds"], tres["labels"], classes)
-            extra.update({f"accuracy_tta_{t.tta}": tm["accuracy"],
-                          f"mean_class_accuracy_tta_{t.tta}": tm["mean_class_accuracy"]})
+            extra.update(tta_metrics(model, data["test"], transform, device, t.eval_batch_size, t.tta, t.amp,
+                                     t.channels_last))
         if info.main:
             m = write_report(out / f"report_{which}", res, classes, cfg.data.test_split, str(out / f"{which}.pt"),
                              tsne_on=cfg.report.tsne, tsne_max=cfg.report.tsne_max_samples, plots=cfg.report.plots,
