@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -273,9 +274,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
             res = predict(model, data["val"], transform, device, t.eval_batch_size, "none", t.amp, t.channels_last,
                           keep_features=False)
             m = classification_metrics(res["preds"], res["labels"], classes)
+            p_true = res["probs"][np.arange(len(res["labels"])), res["labels"]]
             row.update(val_accuracy=m["accuracy"], val_mean_class_accuracy=m["mean_class_accuracy"],
-                       val_loss=float(-torch.log(torch.as_tensor(res["probs"][range(len(res["labels"])),
-                                                                              res["labels"]]).clamp_min(1e-12)).mean()))
+                       val_loss=float(-np.log(np.clip(p_true, 1e-12, None)).mean()))  # cross-entropy
         history.append(row)
         improved = "val_accuracy" in row and row["val_accuracy"] > best_acc
         if improved:
