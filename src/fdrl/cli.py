@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+DETECTOR_NAMES = ("opencv", "dlib", "mtcnn", "none")  # = fdrl.inference.detect.DETECTORS (a test checks)
+
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import create_model, get_entry, list_models
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option, e.g. --option label_mode=majority")
+    e.add_argument("--face-detector", default=None, choices=DETECTOR_NAMES,
+                   help="crop faces first (default: the checkpoint's data.face_detector)")
     e.set_defaults(func=_cmd_eval)
 
     da = sub.add_parser("data", help="list data sets or check one on disk")
@@ -112,13 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--root", default=None)
     ck.add_argument("--splits", default=None, help="comma-separated splits (default: the data set's own)")
     ck.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE")
+    ck.add_argument("--face-detector", default="none", choices=DETECTOR_NAMES,
+                    help="also detect a face in every image and count those without one")
+    ck.add_argument("--face-margin", type=float, default=0.2)
     da.set_defaults(func=_cmd_data)
 
     pr = sub.add_parser("prepare", help="detect, align and crop faces of a raw image folder")
     pr.add_argument("src")
     pr.add_argument("dst")
     pr.add_argument("--size", type=int, default=224)
-    pr.add_argument("--detector", default="opencv")
+    pr.add_argument("--detector", default="opencv", choices=DETECTOR_NAMES)
     pr.add_argument("--margin", type=float, default=0.2)
     pr.set_defaults(func=_cmd_prepare)
 
@@ -128,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
-    pd.add_argument("--detector", default="opencv", help="opencv | none")
+    pd.add_argument("--detector", default="opencv", choices=DETECTOR_NAMES)
     pd.add_argument("--batch-size", type=int, default=64)
     pd.add_argument("--device", default="cpu")
     pd.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")

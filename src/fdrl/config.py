@@ -54,6 +54,10 @@ class DataConfig:
     cache_dir: str | None = None
     max_samples: int | None = None  # per split, for smoke runs
     on_error: Literal["strict", "skip"] = "skip"
+    # Detect and crop the largest face of every image (preprocessing.face_margin per side) before resizing:
+    # for data sets of uncropped frames (CK+ cohn-kanade-images, MMI videos, Oulu-CASIA OriginalImg).
+    # Frames without a face are counted skips. Use the same detector for `fdrl predict`.
+    face_detector: Literal["none", "opencv", "dlib", "mtcnn"] = "none"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 

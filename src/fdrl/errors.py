@@ -11,12 +11,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .engine.trainer import TrainingError, TrainingStopped
+    from .inference.detect import DetectorError
     from .models.pretrained import PretrainedWeightsError
 
     return (DataError, ConfigError, CheckpointError, PretrainedWeightsError, TrainingError, TrainingStopped,
-            FileNotFoundError, KeyError)
-
-
+            DetectorError, FileNotFoundError, KeyError)
 
 
 def __getattr__(name: str):

@@ -36,6 +36,7 @@ class Sample:
     subject: str | None = None  # for subject-independent splits
     box: tuple[int, int, int, int] | None = None  # face box x, y, w, h to crop (AffectNet)
     pixels: np.ndarray | None = field(default=None, repr=False)  # HxW or HxWx3 uint8 (FER2013 csv)
+    frame: int | None = None  # when set, ``path`` is a video and this is the 0-based frame to read (MMI)
 
 
 class ImageReadError(Exception):
@@ -78,6 +79,43 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def video_frame_count(path: str | os.PathLike[str]) -> int:
+    """Frames in a video, by its header, or by reading it through when the header has no count."""
+    import cv2
+
+    cap = cv2.VideoCapture(os.fspath(path))
+    try:
+        if not cap.isOpened():
+            raise ImageReadError("not a readable video")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if n <= 0:
+            n = 0
+            while cap.grab():
+                n += 1
+        return n
+    finally:
+        cap.release()
+
+
+def read_video_frame(path: str | os.PathLike[str], index: int) -> Image.Image:
+    """Frame ``index`` (0-based) of a video as RGB; read sequentially, since seeking is inexact for many codecs."""
+    import cv2
+
+    cap = cv2.VideoCapture(os.fspath(path))
+    try:
+        if not cap.isOpened():
+            raise ImageReadError("not a readable video")
+        for i in range(index):
+            if not cap.grab():
+                raise ImageReadError(f"video ends after {i} frames; frame {index} was asked for")
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise ImageReadError(f"video frame {index} cannot be decoded")
+        return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+
+
 class FERDataset:
     """A map-style data set: ``ds[i] -> (image, target, id)``.
 
@@ -94,6 +132,8 @@ class FERDataset:
         self.samples, self.transform, self.on_error, self.root = samples, transform, on_error, root
         self.skipped: list[tuple[str, str]] = list(skipped or [])
         self.excluded: dict[str, int] = {}  # samples left out by the label protocol (not errors), by reason
+        # Detect-and-crop for sets of uncropped frames (CK+, MMI, Oulu-CASIA originals); see set_face_crop.
+        self.face_crop: Callable[[Image.Image], Image.Image] | None = None
         self._check()
 
     def _check(self) -> None:
@@ -126,6 +166,8 @@ class FERDataset:
         s = self.samples[index]
         if s.pixels is not None:
             im = to_rgb(Image.fromarray(s.pixels))
+        elif s.frame is not None:
+            im = read_video_frame(s.path, s.frame)
         else:
             im = read_image(s.path)
         if s.box is not None:
@@ -133,7 +175,18 @@ class FERDataset:
             if w <= 0 or h <= 0:
                 raise ImageReadError(f"empty face box {s.box}")
             im = im.crop((max(0, x), max(0, y), min(im.width, x + w), min(im.height, y + h)))
+        if self.face_crop is not None:
+            im = self.face_crop(im)  # raises ImageReadError when no face is found: a counted skip
         return im
+
+    def set_face_crop(self, detector: str, margin: float) -> None:
+        """Crop every image to its largest detected face (``margin`` per side), as ``fdrl predict`` does."""
+        if detector == "none":
+            self.face_crop = None
+            return
+        from ..inference.detect import FaceCropper
+
+        self.face_crop = FaceCropper(detector, margin)
 
     def target(self, index: int, soft: bool = False) -> Any:
         s = self.samples[index]
@@ -153,6 +206,7 @@ class FERDataset:
         sub = FERDataset(self.name, split, self.classes, [self.samples[i] for i in indices], self.transform,
                          self.on_error, self.skipped, self.root)
         sub.excluded = dict(self.excluded)  # protocol exclusions of the parent split, reported with the subset
+        sub.face_crop = self.face_crop
         return sub
 
     def summary(self) -> str:

@@ -29,6 +29,7 @@ def check(args: argparse.Namespace) -> int:
     for split in splits:
         try:
             ds = create_dataset(args.dataset, args.root, split, **options)
+            ds.set_face_crop(args.face_detector, args.face_margin)
         except Exception as exc:  # noqa: BLE001 - report each split independently
             print(f"{args.dataset}/{split}: unavailable: {exc}")
             continue

@@ -52,7 +52,8 @@ _register(DatasetInfo("sfew", D.build_sfew, ("train", "test"), D.SFEW_CLASSES,
 _register(DatasetInfo("ckplus", S.build_ckplus, ("all",), S.CKPLUS_VARIANTS["6"][0],
                       "CK+: cohn-kanade-images + Emotion (last 3 frames) or CK+48/<class>/", kfold=True))
 _register(DatasetInfo("mmi", S.build_mmi, ("all",), S.MMI_CLASSES,
-                      "MMI: <subject>/<emotion>/<sequence>/ frames (last 3)", kfold=True))
+                      "MMI: Sessions/<id>/Sxxx-yyy.avi + .xml (middle 3 frames) or <subject>/<emotion>/<seq>/",
+                      kfold=True))
 _register(DatasetInfo("oulu_casia", S.build_oulu_casia, ("all",), S.OULU_CLASSES,
                       "Oulu-CASIA VIS: VL/Strong/Pxxx/<Emotion>/ (last 3 frames)", kfold=True))
 _register(DatasetInfo("folder", D.build_folder, ("train", "val", "test", "all"), (),

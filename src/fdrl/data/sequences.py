@@ -1,4 +1,7 @@
-"""Image-sequence benchmarks (CK+, MMI, Oulu-CASIA): last three frames of each labelled sequence.
+"""Image-sequence benchmarks (CK+, MMI, Oulu-CASIA): the three peak frames of each labelled sequence.
+
+The peak is the end of the sequence for CK+ and Oulu-CASIA (neutral to apex) and the middle for MMI's session
+videos (neutral, apex, neutral).
 
 All three are used with subject-independent k-fold protocols (``fold3/train`` / ``fold3/test``, made in
 :mod:`fdrl.data.registry`); every sample carries its subject id, parsed from the publisher's names.
@@ -7,10 +10,12 @@ All three are used with subject-independent k-fold protocols (``fold3/train`` / 
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 from ..errors import DataError
-from .base import FERDataset, SampleCollector, image_files, require_dir
+from .base import FERDataset, ImageReadError, Sample, SampleCollector, image_files, require_dir, video_frame_count
 
 # CK+ Emotion/*.txt codes: 0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness, 7 surprise
 CKPLUS_VARIANTS = {
@@ -104,30 +109,114 @@ def build_oulu_casia(root: str, split: str = "all", on_error: str = "skip", illu
                       root=root)
 
 
-# MMI: frames extracted per sequence as <root>/<subject>/<emotion>/<sequence>/*.png (the MMI web database
-# distributes videos with per-session XML; see the note in README on extracting them).
+# MMI as the web database distributes it: Sessions/<session id>/<Sxxx-yyy>.avi with <Sxxx-yyy>.xml beside it,
+# whose <Metatag Name="Emotion" Value="k"/> codes the displayed emotion (1 anger, 2 disgust, 3 fear,
+# 4 happiness, 5 sadness, 6 surprise; other codes and sessions without the tag are AU-only or non-basic).
+# Its sequences run neutral-apex-neutral, so the peak frames are the middle ones.
 MMI_CLASSES = OULU_CLASSES
+MMI_EMOTION_CODES = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5}
+MMI_VIDEO_NAME = re.compile(r"^(S\d{3})-(\d{3})")
+VIDEO_EXTENSIONS = (".avi", ".wmv", ".mpg", ".mpeg", ".mp4", ".mov")
+
+
+def _mmi_emotion(xml_path: Path) -> int | None:
+    """The session's Emotion metatag value, or None when it has none; raises ValueError on a malformed file."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"malformed XML ({exc})") from exc
+    for el in root.iter():
+        if el.tag.lower() == "metatag" and (el.get("Name") or "").strip().lower() == "emotion":
+            value = (el.get("Value") or "").strip()
+            try:
+                return int(value)
+            except ValueError as exc:
+                raise ValueError(f"Emotion metatag value {value!r} is not an integer") from exc
+    return None
+
+
+def _peak_indices(n: int, frames: int, peak: str) -> list[int]:
+    if peak == "last":
+        return list(range(n - frames, n))
+    mid = n // 2 - frames // 2
+    return list(range(mid, mid + frames))
+
+
+def _build_mmi_sessions(sessions: Path, col: SampleCollector, frames: int, peak: str) -> Counter:
+    excluded: Counter = Counter()
+    for session in sorted(p for p in sessions.iterdir() if p.is_dir()):
+        videos = sorted(p for p in session.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        if not videos:
+            if image_files(session):
+                excluded["still-image session (no video)"] += 1
+            else:
+                col.skip(str(session), "session folder holds no video")
+            continue
+        for video in videos:
+            xml = video.with_suffix(".xml")
+            if not xml.is_file():
+                col.skip(str(video), f"no session metadata {xml.name} beside the video")
+                continue
+            try:
+                code = _mmi_emotion(xml)
+            except ValueError as exc:
+                col.skip(str(xml), str(exc))
+                continue
+            if code is None:
+                excluded["no Emotion metatag (AU-only session)"] += 1
+                continue
+            if code not in MMI_EMOTION_CODES:
+                excluded["emotion code outside the six basic (1-6)"] += 1
+                continue
+            m = MMI_VIDEO_NAME.match(video.stem)
+            if not m:
+                col.skip(str(video), "cannot read the subject id from the name (expected Sxxx-yyy)")
+                continue
+            try:
+                n = video_frame_count(video)
+            except ImageReadError as exc:
+                col.skip(str(video), str(exc))
+                continue
+            if n < frames:
+                col.skip(str(video), f"{n} frames, need {frames}")
+                continue
+            for i in _peak_indices(n, frames, peak):
+                col.samples.append(Sample(id=f"{session.name}/{video.name}#{i:04d}", path=str(video), frame=i,
+                                          label=MMI_EMOTION_CODES[code], subject=m.group(1)))
+    return excluded
 
 
 def build_mmi(root: str, split: str = "all", on_error: str = "skip", frames: int = 3,
-              peak: str = "last") -> FERDataset:
-    """MMI onset-apex-offset sequences; ``peak="middle"`` takes the three middle frames (apex)."""
+              peak: str | None = None) -> FERDataset:
+    """MMI from its session folders (videos + XML) or from extracted frames ``<subject>/<emotion>/<sequence>/``.
+
+    ``peak``: which frames are the peak, ``middle`` (default for session videos, which run onset-apex-offset)
+    or ``last`` (default for extracted frames, the same rule as CK+ and Oulu-CASIA).
+    """
+    if peak not in (None, "middle", "last"):
+        raise DataError(f"mmi: peak must be 'middle' or 'last', got {peak!r}")
     base = require_dir(Path(root), "mmi root")
     col = SampleCollector("mmi", on_error)
-    for subject_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-        for emo_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
-            label = OULU_FOLDERS.get(emo_dir.name.lower())
-            if label is None:
-                col.skip(str(emo_dir), "unknown emotion folder")
-                continue
-            for seq_dir in sorted(p for p in emo_dir.iterdir() if p.is_dir()):
-                seq = image_files(seq_dir)
-                if len(seq) < frames:
-                    col.skip(str(seq_dir), f"{len(seq)} frames, need {frames}")
+    sessions = base / "Sessions" if (base / "Sessions").is_dir() else base
+    excluded: Counter = Counter()
+    if any(p.suffix.lower() in VIDEO_EXTENSIONS for p in sessions.glob("*/*")):
+        excluded = _build_mmi_sessions(sessions, col, frames, peak or "middle")
+    else:
+        for subject_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            for emo_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
+                label = OULU_FOLDERS.get(emo_dir.name.lower())
+                if label is None:
+                    col.skip(str(emo_dir), "unknown emotion folder")
                     continue
-                mid = len(seq) // 2 - frames // 2
-                chosen = seq[-frames:] if peak == "last" else seq[mid:mid + frames]
-                for f in chosen:
-                    col.add_file(f, id=f"{subject_dir.name}/{emo_dir.name}/{seq_dir.name}/{f.name}", label=label,
-                                 subject=subject_dir.name)
-    return FERDataset("mmi", split, MMI_CLASSES, col.samples, on_error=on_error, skipped=col.skipped, root=root)
+                for seq_dir in sorted(p for p in emo_dir.iterdir() if p.is_dir()):
+                    seq = image_files(seq_dir)
+                    if len(seq) < frames:
+                        col.skip(str(seq_dir), f"{len(seq)} frames, need {frames}")
+                        continue
+                    for i in _peak_indices(len(seq), frames, peak or "last"):
+                        f = seq[i]
+                        col.add_file(f, id=f"{subject_dir.name}/{emo_dir.name}/{seq_dir.name}/{f.name}",
+                                     label=label, subject=subject_dir.name)
+    ds = FERDataset("mmi", split, MMI_CLASSES, col.samples, on_error=on_error, skipped=col.skipped, root=root)
+    ds.excluded = dict(excluded)
+    return ds

@@ -48,7 +48,8 @@ def pil_to_array(im: Image.Image, size: int, grayscale: bool) -> np.ndarray:
 
 
 def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool) -> str:
-    h = hashlib.sha1(f"{ds.name}|{ds.split}|{size}|{grayscale}|{soft}|v1".encode())
+    crop = getattr(ds.face_crop, "key", "custom" if ds.face_crop else "none")
+    h = hashlib.sha1(f"{ds.name}|{ds.split}|{size}|{grayscale}|{soft}|{crop}|v1".encode())
     for s in ds.samples:
         h.update(s.id.encode())
         h.update(str(s.label).encode())

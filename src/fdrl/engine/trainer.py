@@ -125,6 +125,7 @@ def load_splits(cfg: TrainConfig, log) -> dict[str, TensorSet]:
         if not split:
             continue
         ds = create_dataset(d.dataset, d.root, split, **common)
+        ds.set_face_crop(d.face_detector, p.face_margin)
         if d.max_samples is not None and len(ds) > d.max_samples:
             step = len(ds) / d.max_samples
             ds = ds.subset([int(i * step) for i in range(d.max_samples)], ds.split)

@@ -1,8 +1,17 @@
 """Face detection and crop/alignment, offline.
 
-``opencv``: OpenCV's bundled Haar cascade (ships inside opencv-python-headless, no download), with a detection
-confidence from ``detectMultiScale3`` and eye-based rotation alignment when both eyes are found.
-``none``: the whole image is one face (already-cropped inputs).
+Backends (``create_detector(name)``), all of which work without a network connection:
+
+- ``opencv`` (default): OpenCV's bundled Haar cascade (ships inside opencv-python-headless), with a detection
+  confidence from ``detectMultiScale3``; eyes from the bundled Haar eye cascade.
+- ``dlib``: dlib's HOG frontal-face detector (built into dlib, no model file; ``pip install dlib-bin`` or
+  ``dlib``); more robust to lighting than Haar; eyes from the Haar eye cascade.
+- ``mtcnn``: MTCNN from facenet-pytorch (its weights ship inside the package); five landmarks per face, so
+  the eyes come from the detector itself. Needs torchvision.
+- ``none``: the whole image is one face (already-cropped inputs).
+
+Every backend returns the faces largest first; eye centres, when found, drive the rotation alignment in
+:func:`crop_face`.
 """
 
 from __future__ import annotations
@@ -28,6 +37,52 @@ class NoDetector:
         return [Face(box=(0, 0, image.width, image.height), score=1.0)]
 
 
+class HaarEyes:
+    """Both eye centres inside a face box from OpenCV's bundled eye cascade, or None when not found."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
+
+    def __call__(self, gray: np.ndarray, box: tuple[int, int, int, int]):
+        x, y, w, h = box
+        upper = gray[max(0, y):y + h // 2, max(0, x):x + w]
+        if upper.size == 0 or self.cascade.empty():
+            return None
+        x, y = max(0, x), max(0, y)
+        eyes = self.cascade.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=5, minSize=(max(4, w // 10),) * 2)
+        if len(eyes) < 2:
+            return None
+        eyes = sorted(eyes, key=lambda e: -e[2] * e[3])[:2]
+        centres = sorted(((x + ex + ew / 2, y + ey + eh / 2) for ex, ey, ew, eh in eyes), key=lambda c: c[0])
+        return plausible_eyes(centres[0], centres[1], w, h)
+
+
+def plausible_eyes(left: tuple[float, float], right: tuple[float, float], w: float, h: float):
+    """The eye pair ordered left to right in the image, or None when it cannot be a pair of eyes."""
+    (lx, ly), (rx, ry) = sorted((tuple(map(float, left)), tuple(map(float, right))))
+    if rx - lx < w * 0.2 or abs(ry - ly) > h * 0.25:
+        return None
+    return (lx, ly), (rx, ry)
+
+
+def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+def _downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Detect on a downscaled copy of huge photos; returns the copy and its scale."""
+    import cv2
+
+    scale = min(1.0, max_side / max(gray.shape[:2]))
+    if scale >= 1:
+        return gray, 1.0
+    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+
+
 class OpenCVDetector:
     """Haar cascade frontal-face detector; smallest face ``min_size`` px."""
 
@@ -40,50 +95,128 @@ class OpenCVDetector:
         self.cv2 = cv2
         base = cv2.data.haarcascades
         self.face = cv2.CascadeClassifier(base + "haarcascade_frontalface_default.xml")
-        self.eye = cv2.CascadeClassifier(base + "haarcascade_eye.xml")
         if self.face.empty():
             raise RuntimeError(f"OpenCV's Haar cascade could not be loaded from {base}")
+        self.eyes = HaarEyes() if align else None
         self.min_size, self.scale_factor, self.min_neighbors = min_size, scale_factor, min_neighbors
-        self.align, self.max_side = align, max_side
+        self.max_side = max_side
 
     def detect(self, image: Image.Image) -> list[Face]:
-        cv2 = self.cv2
         gray = np.asarray(image.convert("L"))
-        scale = min(1.0, self.max_side / max(gray.shape))  # detect on a downscaled copy of huge photos
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-        small = cv2.equalizeHist(small)
+        small, scale = _downscale(gray, self.max_side)
+        small = self.cv2.equalizeHist(small)
         boxes, _, weights = self.face.detectMultiScale3(
             small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(self.min_size, self.min_size), outputRejectLevels=True)
         faces = []
         for (x, y, w, h), wt in zip(boxes, np.asarray(weights).reshape(-1), strict=False):
-            box = tuple(int(round(v / scale)) for v in (x, y, w, h))
-            faces.append(Face(box=box, score=float(wt), eyes=self._eyes(gray, box) if self.align else None))
+            box = _clip_box(x / scale, y / scale, w / scale, h / scale, gray.shape[1], gray.shape[0])
+            faces.append(Face(box=box, score=float(wt), eyes=self.eyes(gray, box) if self.eyes else None))
         faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
         return faces
 
-    def _eyes(self, gray: np.ndarray, box: tuple[int, int, int, int]):
-        x, y, w, h = box
-        upper = gray[y:y + h // 2, x:x + w]
-        if upper.size == 0:
-            return None
-        eyes = self.eye.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=5, minSize=(max(4, w // 10),) * 2)
-        if len(eyes) < 2:
-            return None
-        eyes = sorted(eyes, key=lambda e: -e[2] * e[3])[:2]
-        centres = sorted(((x + ex + ew / 2, y + ey + eh / 2) for ex, ey, ew, eh in eyes), key=lambda c: c[0])
-        (lx, ly), (rx, ry) = centres
-        if rx - lx < w * 0.2 or abs(ry - ly) > h * 0.25:  # implausible pair: skip alignment
-            return None
-        return (lx, ly), (rx, ry)
+
+class DlibDetector:
+    """dlib's HOG + linear SVM frontal-face detector (no model file); ``upsample`` finds faces down to ~40 px."""
+
+    name = "dlib"
+
+    def __init__(self, upsample: int = 1, threshold: float = 0.0, align: bool = True, max_side: int = 1280) -> None:
+        try:
+            import dlib
+        except ImportError as exc:
+            raise DetectorError("detector 'dlib' needs dlib: pip install dlib-bin (or dlib)") from exc
+        self.detector = dlib.get_frontal_face_detector()
+        self.upsample, self.threshold, self.max_side = upsample, threshold, max_side
+        self.eyes = HaarEyes() if align else None
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        rgb = np.asarray(image.convert("RGB"))
+        small, scale = _downscale(rgb, self.max_side)
+        rects, scores, _ = self.detector.run(np.ascontiguousarray(small), self.upsample, self.threshold)
+        gray = np.asarray(image.convert("L")) if self.eyes else None
+        faces = []
+        for r, sc in zip(rects, scores, strict=True):
+            box = _clip_box(r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale,
+                            rgb.shape[1], rgb.shape[0])
+            if box[2] > 0 and box[3] > 0:
+                faces.append(Face(box=box, score=float(sc), eyes=self.eyes(gray, box) if self.eyes else None))
+        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
+        return faces
 
 
-def create_detector(name: str):
+class MTCNNDetector:
+    """MTCNN (facenet-pytorch): boxes, probabilities and five landmarks; the eyes are landmarks 0 and 1."""
+
+    name = "mtcnn"
+
+    def __init__(self, min_face_size: int = 20, threshold: float = 0.9, device: str = "cpu",
+                 align: bool = True) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as exc:
+            raise DetectorError(
+                "detector 'mtcnn' needs facenet-pytorch and torchvision: pip install facenet-pytorch "
+                "(its pins ask for torch<2.3; beside a newer torch use pip install --no-deps facenet-pytorch "
+                "requests tqdm)") from exc
+        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
+        self.threshold, self.align = threshold, align
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        image = image.convert("RGB")
+        boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
+        if boxes is None:
+            return []
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
+        faces = []
+        for (x0, y0, x1, y1), p, pts in zip(boxes, probs, points, strict=True):
+            if p < self.threshold:
+                continue
+            box = _clip_box(x0, y0, x1 - x0, y1 - y0, image.width, image.height)
+            if box[2] <= 0 or box[3] <= 0:
+                continue
+            eyes = plausible_eyes(pts[0], pts[1], box[2], box[3]) if self.align else None
+            faces.append(Face(box=box, score=float(p), eyes=eyes))
+        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
+        return faces
+
+
+class DetectorError(ValueError):
+    """An unknown detector name, or an optional backend whose package is not installed."""
+
+
+DETECTORS = ("opencv", "dlib", "mtcnn", "none")
+
+
+def create_detector(name: str, device: str = "cpu"):
+    """A face detector by name (see the module docstring); optional backends import their package here."""
     if name == "none":
         return NoDetector()
     if name == "opencv":
         return OpenCVDetector()
-    raise ValueError(f"unknown detector {name!r} (available: opencv, none)")
+    if name == "dlib":
+        return DlibDetector()
+    if name == "mtcnn":
+        return MTCNNDetector(device=device)
+    raise DetectorError(f"unknown detector {name!r} (available: {', '.join(DETECTORS)})")
+
+
+class FaceCropper:
+    """The largest face of an image, cropped and eye-aligned as at inference; for data sets of uncropped frames."""
+
+    def __init__(self, detector: str, margin: float) -> None:
+        self.detector, self.margin = create_detector(detector), margin
+        self.key = f"{detector}:{margin}"  # part of the decode-cache fingerprint
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        from ..data.base import ImageReadError
+
+        faces = self.detector.detect(image)
+        if not faces:
+            raise ImageReadError(f"no face found by the {self.detector.name} detector")
+        return crop_face(image, faces[0], self.margin)
 
 
 def crop_face(image: Image.Image, face: Face, margin: float) -> Image.Image:

@@ -156,7 +156,7 @@ class Recognizer:
         self.classes: list[str] = list(self.backend.classes)
         self.prep: Preprocessing = self.backend.prep
         self.transform = BatchTransform(self.prep.mean, self.prep.std)
-        self.detector = create_detector(detector)
+        self.detector = create_detector(detector, device=device)
         self.batch_size = batch_size
         self.checkpoint = str(path)
 
