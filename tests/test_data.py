@@ -159,6 +159,14 @@ def test_folder_with_and_without_splits_and_empty_class(tmp_path):
     with pytest.raises(DataError, match="empty class folder"):
         create_dataset("folder", str(tmp_path / "flat"), "train", on_error="strict")
     assert len(create_dataset("folder", str(tmp_path / "split"), "train")) == 2
+    # "val" is carved from train unless the tree has its own val/ folder
+    for cls in ("a", "b"):
+        write_image(tmp_path / "split" / "train" / cls / "2.png")
+    assert len(create_dataset("folder", str(tmp_path / "split"), "val", val_fraction=0.5)) == 2  # train/holdout
+    for cls in ("a", "b"):
+        write_image(tmp_path / "split" / "val" / cls / "1.png")
+    val = create_dataset("folder", str(tmp_path / "split"), "val")
+    assert val.split == "val" and sorted(s.id for s in val.samples) == ["val/a/1.png", "val/b/1.png"]
 
 
 # ---- sequences and subject-independent folds --------------------------------------------------------------
@@ -211,6 +219,88 @@ def test_ck48_oulu_mmi_layouts(tmp_path):
     assert len(oulu) == 12 and oulu.samples[0].id.endswith("002.jpeg") and set(oulu.labels) == {0, 3}
     mmi = create_dataset("mmi", str(tmp_path / "mmi"), "all")
     assert len(mmi) == 12 and mmi.samples[0].subject == "P001"
+
+
+# ---- MMI as the web database distributes it: Sessions/<id>/Sxxx-yyy.avi + Sxxx-yyy.xml -----------------------
+def _mmi_video(path, frames):
+    """A tiny AVI whose frame i is uniformly 20*i grey, so a test can tell which frames were read."""
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (32, 24))
+    for i in range(frames):
+        w.write(np.full((24, 32, 3), 20 * i, dtype=np.uint8))
+    w.release()
+
+
+def _mmi_session(root, session, name, emotion, frames=10, xml=None):
+    d = root / "Sessions" / str(session)
+    d.mkdir(parents=True)
+    _mmi_video(d / f"{name}.avi", frames)
+    tags = [f'<Metatag Name="Subject" Value="{name[1:4]}"/>']
+    if emotion is not None:
+        tags.append(f'<Metatag Name="Emotion" Value="{emotion}"/>')
+    body = xml if xml is not None else ('<?xml version="1.0" encoding="utf-8"?>\n<Session>' + "".join(tags)
+                                        + "</Session>")
+    (d / f"{name}.xml").write_text(body)
+    return d
+
+
+def _mmi_tree(root):
+    _mmi_session(root, 101, "S001-001", 4)  # happiness, 10 frames
+    _mmi_session(root, 102, "S001-002", 1, frames=9)  # anger
+    _mmi_session(root, 201, "S002-001", 6)  # surprise
+    _mmi_session(root, 202, "S002-002", 2)  # disgust
+    _mmi_session(root, 203, "S002-003", None)  # AU-only session: excluded, not an error
+    _mmi_session(root, 301, "S003-001", 7)  # not one of the six basic emotions: excluded
+    _mmi_session(root, 302, "S003-002", 3, frames=2)  # too short: skipped
+    _mmi_session(root, 303, "S003-003", 5, xml="<Session><Metatag Name=")  # malformed: skipped
+    still = root / "Sessions" / "900"
+    write_image(still / "S001-900.jpg")
+    (still / "S001-900.xml").write_text('<Session><Metatag Name="Emotion" Value="4"/></Session>')
+    return root
+
+
+def test_mmi_sessions_labels_middle_frames_and_exclusions(tmp_path):
+    mmi = create_dataset("mmi", str(_mmi_tree(tmp_path / "MMI")), "all")
+    assert len(mmi) == 4 * 3
+    by_video = {}
+    for i, s in enumerate(mmi.samples):
+        by_video.setdefault(s.id.split("#")[0], []).append((s.frame, mmi.classes[s.label], s.subject, i))
+    assert sorted(by_video) == ["101/S001-001.avi", "102/S001-002.avi", "201/S002-001.avi", "202/S002-002.avi"]
+    assert [(f, c, subj) for f, c, subj, _ in by_video["101/S001-001.avi"]] == [
+        (4, "happiness", "S001"), (5, "happiness", "S001"), (6, "happiness", "S001")]
+    assert [f for f, *_ in by_video["102/S001-002.avi"]] == [3, 4, 5]  # 9 frames: the middle three
+    assert by_video["201/S002-001.avi"][0][1] == "surprise" and by_video["202/S002-002.avi"][0][1] == "disgust"
+    for frame, _, _, i in by_video["101/S001-001.avi"]:  # the decoded pixels are those frames (MJPG is lossy)
+        assert abs(np.asarray(mmi.load(i)).mean() - 20 * frame) < 4
+    assert mmi.excluded == {"no Emotion metatag (AU-only session)": 1,
+                            "emotion code outside the six basic (1-6)": 1, "still-image session (no video)": 1}
+    reasons = " ".join(r for _, r in mmi.skipped)
+    assert len(mmi.skipped) == 2 and "2 frames, need 3" in reasons and "malformed XML" in reasons
+    last = create_dataset("mmi", str(tmp_path / "MMI"), "all", peak="last")
+    assert [s.frame for s in last.samples[:3]] == [7, 8, 9]
+    with pytest.raises(DataError, match="S003-002.avi: 2 frames, need 3"):
+        create_dataset("mmi", str(tmp_path / "MMI"), "all", on_error="strict")
+
+
+def test_mmi_sessions_folds_are_subject_independent_and_cached(tmp_path):
+    root = str(_mmi_tree(tmp_path / "MMI"))
+    train = create_dataset("mmi", root, "fold0/train", num_folds=2)
+    test = create_dataset("mmi", root, "fold0/test", num_folds=2)
+    assert len(train) + len(test) == 12 and not {s.subject for s in train.samples} & {s.subject for s in test.samples}
+    cache = tmp_path / "cache"
+    first = decode_dataset(train, 24, grayscale=True, cache_dir=str(cache))
+    again = decode_dataset(train, 24, grayscale=True, cache_dir=str(cache))
+    assert len(list(cache.iterdir())) == 1 and torch.equal(first.images, again.images)
+
+
+def test_mmi_data_check_cli_reports_exclusions(tmp_path, capsys):
+    from fdrl.cli import main
+
+    code = main(["data", "check", "--dataset", "mmi", "--root", str(_mmi_tree(tmp_path / "MMI"))])
+    out = capsys.readouterr().out
+    assert code == 1 and "mmi/all: 12 usable images" in out and "still-image session" in out
+    assert "skipped 2" in out
 
 
 # ---- synthetic, splits, decoding ----------------------------------------------------------------------------

@@ -122,19 +122,105 @@ def test_no_face_with_opencv_detector(ckpt, tmp_path):
     assert res.images[0].status == "no_face" and not res.faces
 
 
-@pytest.mark.data
-def test_opencv_finds_real_faces_in_a_composed_photo(ckpt, tmp_path):
+SLOTS = [(40 + (i % 3) * 350, 40 + (i // 3) * 250) for i in range(6)]  # top-left corners of 160 px faces
+
+
+def _group_photo(tmp_path):
+    """Six real FER2013 faces, 160 px each, pasted on a 1100x500 backdrop."""
     root = shared("fer2013")
     faces = sorted((root / "test" / "happy").glob("PublicTest_*.jpg"))[:6]
     canvas = Image.new("RGB", (1100, 500), (90, 120, 140))
-    for i, p in enumerate(faces):
-        canvas.paste(Image.open(p).convert("RGB").resize((160, 160)), (40 + (i % 3) * 350, 40 + (i // 3) * 250))
+    for p, xy in zip(faces, SLOTS, strict=True):
+        canvas.paste(Image.open(p).convert("RGB").resize((160, 160)), xy)
     canvas.save(tmp_path / "group.jpg")
-    res = Recognizer(ckpt, detector="opencv").predict(tmp_path / "group.jpg")
-    assert len(res.faces) >= 4
-    for f in res.faces:
+    return tmp_path / "group.jpg"
+
+
+def _check_boxes(faces, at_least):
+    assert len(faces) >= at_least
+    hit = set()
+    for f in faces:
         x, y, w, h = f.box
-        assert 60 < w < 260 and y < 420
+        cx, cy = x + w / 2, y + h / 2
+        slot = [i for i, (sx, sy) in enumerate(SLOTS) if sx < cx < sx + 160 and sy < cy < sy + 160]
+        assert len(slot) == 1 and 60 < w < 260, f.box  # each box sits on one pasted face, at a face's size
+        hit.add(slot[0])
+    assert len(hit) == len(faces)  # no face reported twice
+
+
+@pytest.mark.data
+def test_opencv_finds_real_faces_in_a_composed_photo(ckpt, tmp_path):
+    res = Recognizer(ckpt, detector="opencv").predict(_group_photo(tmp_path))
+    _check_boxes(res.faces, 4)
+
+
+@pytest.mark.data
+def test_dlib_finds_real_faces_in_a_composed_photo(ckpt, tmp_path):
+    pytest.importorskip("dlib")
+    res = Recognizer(ckpt, detector="dlib").predict(_group_photo(tmp_path))
+    _check_boxes(res.faces, 5)
+
+
+@pytest.mark.data
+def test_mtcnn_finds_real_faces_and_their_eyes(tmp_path):
+    pytest.importorskip("facenet_pytorch")  # not in CI (needs torchvision); run where it is installed
+    from fdrl.inference.detect import create_detector
+
+    faces = create_detector("mtcnn").detect(Image.open(_group_photo(tmp_path)))
+    _check_boxes(faces, 5)
+    for f in faces:
+        (lx, ly), (rx, ry) = f.eyes
+        x, y, w, h = f.box
+        assert x < lx < rx < x + w and y < ly < y + h * 0.6 and 0.5 < f.score <= 1
+
+
+def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from fdrl.cli import DETECTOR_NAMES
+    from fdrl.inference.detect import DETECTORS, DetectorError, create_detector
+
+    assert DETECTOR_NAMES == DETECTORS
+    with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, none"):
+        create_detector("haar")
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(DetectorError, match="pip install facenet-pytorch"):
+        create_detector("mtcnn")
+    write_image(tmp_path / "a.png", (64, 64))
+    assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(ckpt), "--detector", "dlib"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install dlib-bin" in err[0]
+
+
+@pytest.mark.data
+def test_face_crop_of_uncropped_frames_in_training_data(tmp_path):
+    """data.face_detector: faces are cropped before resizing, frames without one are counted skips."""
+    from fdrl.config import load_config
+    from fdrl.data import create_dataset
+    from fdrl.data.tensors import decode_dataset
+    from fdrl.engine.trainer import load_splits
+
+    face = sorted((shared("fer2013") / "test" / "happy").glob("PublicTest_*.jpg"))[0]
+    for split in ("train", "val", "test"):
+        frame = Image.new("RGB", (480, 360), (90, 120, 140))
+        frame.paste(Image.open(face).convert("RGB").resize((160, 160)), (200, 120))
+        (tmp_path / "d" / split / "happy").mkdir(parents=True)
+        frame.save(tmp_path / "d" / split / "happy" / "frame.png")
+        Image.new("RGB", (480, 360), (90, 120, 140)).save(tmp_path / "d" / split / "happy" / "empty.png")
+    ds = create_dataset("folder", str(tmp_path / "d"), "train")
+    ds.set_face_crop("opencv", 0.2)
+    crop = ds.load([s.id for s in ds.samples].index("train/happy/frame.png"))
+    assert 150 < crop.width < 320 and crop.width == crop.height  # the face and its margin, not the frame
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={tmp_path / 'd'}", "data.face_detector=opencv",
+                             f"data.cache_dir={tmp_path / 'cache'}", "data.preprocessing.input_size=48"])
+    logs = []
+    sets = load_splits(cfg, logs.append)
+    for role in ("train", "val", "test"):
+        assert len(sets[role]) == 1 and "no face found by the opencv detector" in sets[role].skipped[0][1]
+    plain = decode_dataset(create_dataset("folder", str(tmp_path / "d"), "train"), 48, False,
+                           cache_dir=str(tmp_path / "cache"))
+    assert len(plain) == 2 and len(list((tmp_path / "cache").glob("folder-train-*"))) == 2  # separate caches
 
 
 def test_predict_cli_formats_and_exit_code(ckpt, tmp_path, capsys):

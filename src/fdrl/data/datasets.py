@@ -288,7 +288,7 @@ def build_folder(root: str, split: str, on_error: str = "skip", classes: list[st
         raise DataError(f"folder: no class subfolders under {folder}")
     table = {n.lower(): i for i, n in enumerate(names)}
     col = SampleCollector("folder", on_error)
-    _class_tree("folder", folder, table, col, "")
+    _class_tree("folder", folder, table, col, f"{split}/" if folder is split_dir else "")  # ids unique across splits
     return FERDataset("folder", split, names, col.samples, on_error=on_error, skipped=col.skipped, root=root)
 
 

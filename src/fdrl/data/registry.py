@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import DataError
 from . import datasets as D
@@ -74,6 +75,12 @@ def dataset_info(name: str) -> DatasetInfo:
     return _DATASETS[name]
 
 
+def has_official_val(name: str, root: str | None) -> bool:
+    """Whether ``val`` is the publisher's own split (else it means ``train/holdout``); a folder tree may have one."""
+    info = dataset_info(name)
+    return info.has_val or (name == "folder" and root is not None and (Path(root) / "val").is_dir())
+
+
 _FOLD = re.compile(r"^fold(\d+)/(train|test)$")
 
 
@@ -89,7 +96,7 @@ def create_dataset(name: str, root: str | None, split: str, transform: Callable 
         base = create_dataset(name, root, base_split, None, on_error, val_fraction, seed, num_folds, **options)
         fit, hold = stratified_holdout(base.labels, val_fraction, seed)
         ds = base.subset(fit if part == "fit" else hold, split)
-    elif split == "val" and not info.has_val:
+    elif split == "val" and not has_official_val(name, root):
         return create_dataset(name, root, "train/holdout", transform, on_error, val_fraction, seed, num_folds,
                               **options)
     elif info.kfold:

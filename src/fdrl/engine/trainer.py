@@ -28,7 +28,7 @@ from torch import nn
 
 from ..checkpoint import atomic_save, make_checkpoint, model_from_checkpoint, read_checkpoint
 from ..config import TrainConfig, dump_yaml, to_dict
-from ..data.registry import create_dataset
+from ..data.registry import create_dataset, has_official_val
 from ..data.tensors import BatchTransform, TensorSet, decode_dataset
 from ..errors import DataError
 from ..losses import create_criterion
@@ -121,7 +121,12 @@ def load_splits(cfg: TrainConfig, log) -> dict[str, TensorSet]:
     soft = cfg.data.options.get("label_mode") == "distribution"
     common = dict(on_error=d.on_error, val_fraction=d.val_fraction, seed=cfg.train.seed, **d.options)
     out: dict[str, TensorSet] = {}
-    for role, split in (("train", d.train_split), ("val", d.val_split), ("test", d.test_split)):
+    train_split = d.train_split
+    if train_split == "train" and d.val_split == "val" and not has_official_val(d.dataset, d.root):
+        train_split = "train/fit"  # "val" is carved from train here: train on the rest, never on both
+        log(f"{d.dataset} has no validation split of its own: val = train/holdout "
+            f"({d.val_fraction:.0%}, seeded), train = train/fit")
+    for role, split in (("train", train_split), ("val", d.val_split), ("test", d.test_split)):
         if not split:
             continue
         ds = create_dataset(d.dataset, d.root, split, **common)
