@@ -210,8 +210,19 @@ def test_face_crop_of_uncropped_frames_in_training_data(tmp_path):
         Image.new("RGB", (480, 360), (90, 120, 140)).save(tmp_path / "d" / split / "happy" / "empty.png")
     ds = create_dataset("folder", str(tmp_path / "d"), "train")
     ds.set_face_crop("opencv", 0.2)
-    crop = ds.load([s.id for s in ds.samples].index("train/happy/frame.png"))
+    i = [s.id for s in ds.samples].index("train/happy/frame.png")
+    crop = ds.load(i)
     assert 150 < crop.width < 320 and crop.width == crop.height  # the face and its margin, not the frame
+    turned = tmp_path / "turned.png"  # the same frame stored camera-rotated: the crop comes out upright
+    Image.open(tmp_path / "d" / "train" / "happy" / "frame.png").transpose(Image.Transpose.ROTATE_270).save(turned)
+    ds.samples[i].path = str(turned)
+
+    def corr(x, y):
+        a, b = (np.asarray(im.convert("L").resize((48, 48)), dtype=float).ravel() for im in (x, y))
+        return np.corrcoef(a, b)[0, 1]
+
+    upright = ds.load(i)
+    assert corr(upright, crop) > 0.8 > corr(upright.transpose(Image.Transpose.ROTATE_90), crop)
     cfg = load_config(None, ["data.dataset=folder", f"data.root={tmp_path / 'd'}", "data.face_detector=opencv",
                              f"data.cache_dir={tmp_path / 'cache'}", "data.preprocessing.input_size=48"])
     logs = []
@@ -299,6 +310,22 @@ def test_prepare_reports_faces_and_failures(tmp_path):
     code = main(["prepare", str(tmp_path / "raw"), str(tmp_path / "out"), "--size", "64"])
     report = (tmp_path / "out" / "prepare_report.csv").read_text()
     assert code == 1 and "no_face" in report and "zero-byte" in report
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("detector", ["opencv", "dlib", "mtcnn"])
+def test_prepare_crops_real_faces_with_each_detector(tmp_path, detector):
+    pytest.importorskip({"dlib": "dlib", "mtcnn": "facenet_pytorch"}.get(detector, "cv2"))
+    face = sorted((shared("fer2013") / "test" / "happy").glob("PublicTest_*.jpg"))[1]
+    frame = Image.new("RGB", (640, 480), (90, 120, 140))
+    frame.paste(Image.open(face).convert("RGB").resize((180, 180)), (300, 150))
+    (tmp_path / "raw" / "happy").mkdir(parents=True)
+    frame.save(tmp_path / "raw" / "happy" / "f.jpg")
+    assert main(["prepare", str(tmp_path / "raw"), str(tmp_path / "out"), "--size", "96",
+                 "--detector", detector, "--margin", "0"]) == 0
+    out = np.asarray(Image.open(tmp_path / "out" / "happy" / "f.png").convert("RGB"), dtype=int)
+    backdrop = (np.abs(out - [90, 120, 140]).sum(-1) < 12).mean()  # grayscale face pixels never match it
+    assert out.shape == (96, 96, 3) and backdrop < 0.05  # the crop lies on the pasted face
 
 
 def test_cli_help_does_not_import_torch():

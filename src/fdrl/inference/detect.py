@@ -204,19 +204,26 @@ def create_detector(name: str, device: str = "cpu"):
 
 
 class FaceCropper:
-    """The largest face of an image, cropped and eye-aligned as at inference; for data sets of uncropped frames."""
+    """The largest face of an image, cropped and eye-aligned as at inference; for data sets of uncropped frames.
 
-    def __init__(self, detector: str, margin: float) -> None:
-        self.detector, self.margin = create_detector(detector), margin
-        self.key = f"{detector}:{margin}"  # part of the decode-cache fingerprint
+    When no upright face is found, the frame turned a quarter either way is tried too: some sequence archives
+    (e.g. parts of MMI) store camera-rotated video, and the crop then comes out upright.
+    """
+
+    def __init__(self, detector: str, margin: float, try_rotations: bool = True) -> None:
+        self.detector, self.margin, self.try_rotations = create_detector(detector), margin, try_rotations
+        self.key = f"{detector}:{margin}:{'rot' if try_rotations else 'upright'}"  # part of the cache fingerprint
 
     def __call__(self, image: Image.Image) -> Image.Image:
         from ..data.base import ImageReadError
 
-        faces = self.detector.detect(image)
-        if not faces:
-            raise ImageReadError(f"no face found by the {self.detector.name} detector")
-        return crop_face(image, faces[0], self.margin)
+        turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270) if self.try_rotations else (None,)
+        for turn in turns:
+            view = image.transpose(turn) if turn is not None else image
+            faces = self.detector.detect(view)
+            if faces:
+                return crop_face(view, faces[0], self.margin)
+        raise ImageReadError(f"no face found by the {self.detector.name} detector")
 
 
 def crop_face(image: Image.Image, face: Face, margin: float) -> Image.Image:
