@@ -192,13 +192,20 @@ def test_eval_command_writes_report(tmp_path, capsys):
     assert m["num_samples"] == 21 and "accuracy_tta_flip" in m and (tmp_path / "ev" / "alpha_by_class.png").is_file()
 
 
-def test_kfold_protocol_reports_mean_and_std(tmp_path):
+@pytest.mark.parametrize("dataset", ["ckplus", "mmi"])
+def test_kfold_protocol_reports_mean_and_std(tmp_path, dataset):
     from fdrl.cli import main
-    from test_data import _ckplus
+    from test_data import _ckplus, _mmi_session
 
-    root = _ckplus(tmp_path / "ck", subjects=6)
+    if dataset == "ckplus":
+        root = _ckplus(tmp_path / "ck", subjects=6)
+    else:  # MMI session videos: frames are read from the .avi files
+        root = tmp_path / "MMI"
+        for s in range(6):
+            for q in range(2):
+                _mmi_session(root, f"{s}{q}", f"S{s:03d}-{q:03d}", 1 + (2 * s + q) % 6, frames=7)
     code = main(["train", "--folds", "2", "--out", str(tmp_path / "kf"), "--set", f"data.root={root}",
-                 "--set", "data.dataset=ckplus", *[x for o in TINY[2:] for x in ("--set", o)],
+                 "--set", f"data.dataset={dataset}", *[x for o in TINY[2:] for x in ("--set", o)],
                  "--set", "data.val_fraction=0.2", "--set", "train.epochs=1", "--set", "report.plots=false"])
     assert code == 0
     s = json.loads((tmp_path / "kf" / "folds_summary.json").read_text())
