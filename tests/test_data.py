@@ -254,6 +254,8 @@ def _mmi_tree(root):
     _mmi_session(root, 301, "S003-001", 7)  # not one of the six basic emotions: excluded
     _mmi_session(root, 302, "S003-002", 3, frames=2)  # too short: skipped
     _mmi_session(root, 303, "S003-003", 5, xml="<Session><Metatag Name=")  # malformed: skipped
+    _mmi_session(root, 304, "S003-004", "x")  # not a code: skipped
+    (_mmi_session(root, 305, "S003-005", 5) / "S003-005.xml").unlink()  # no metadata: skipped
     still = root / "Sessions" / "900"
     write_image(still / "S001-900.jpg")
     (still / "S001-900.xml").write_text('<Session><Metatag Name="Emotion" Value="4"/></Session>')
@@ -276,7 +278,8 @@ def test_mmi_sessions_labels_middle_frames_and_exclusions(tmp_path):
     assert mmi.excluded == {"no Emotion metatag (AU-only session)": 1,
                             "emotion code outside the six basic (1-6)": 1, "still-image session (no video)": 1}
     reasons = " ".join(r for _, r in mmi.skipped)
-    assert len(mmi.skipped) == 2 and "2 frames, need 3" in reasons and "malformed XML" in reasons
+    assert len(mmi.skipped) == 4 and "2 frames, need 3" in reasons and "S003-003.xml: malformed XML" in reasons
+    assert "Emotion value 'x' is not an integer" in reasons and "no session metadata S003-005.xml" in reasons
     last = create_dataset("mmi", str(tmp_path / "MMI"), "all", peak="last")
     assert [s.frame for s in last.samples[:3]] == [7, 8, 9]
     with pytest.raises(DataError, match="S003-002.avi: 2 frames, need 3"):
@@ -300,7 +303,7 @@ def test_mmi_data_check_cli_reports_exclusions(tmp_path, capsys):
     code = main(["data", "check", "--dataset", "mmi", "--root", str(_mmi_tree(tmp_path / "MMI"))])
     out = capsys.readouterr().out
     assert code == 1 and "mmi/all: 12 usable images" in out and "still-image session" in out
-    assert "skipped 2" in out
+    assert "skipped 4" in out
 
 
 # ---- synthetic, splits, decoding ----------------------------------------------------------------------------

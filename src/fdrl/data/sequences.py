@@ -124,14 +124,14 @@ def _mmi_emotion(xml_path: Path) -> int | None:
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as exc:
-        raise ValueError(f"malformed XML ({exc})") from exc
+        raise ValueError(f"{xml_path.name}: malformed XML ({exc})") from exc
     for el in root.iter():
         if el.tag.lower() == "metatag" and (el.get("Name") or "").strip().lower() == "emotion":
             value = (el.get("Value") or "").strip()
             try:
                 return int(value)
             except ValueError as exc:
-                raise ValueError(f"Emotion metatag value {value!r} is not an integer") from exc
+                raise ValueError(f"{xml_path.name}: Emotion value {value!r} is not an integer") from exc
     return None
 
 
@@ -140,6 +140,32 @@ def _peak_indices(n: int, frames: int, peak: str) -> list[int]:
         return list(range(n - frames, n))
     mid = n // 2 - frames // 2
     return list(range(mid, mid + frames))
+
+
+class _Excluded(Exception):
+    """A sequence the label protocol leaves out (not an error); the message is the reason."""
+
+
+def _mmi_sequence(video: Path, frames: int) -> tuple[int, str, int]:
+    """(label, subject, frame count) of one session video; ValueError names what is wrong with it."""
+    xml = video.with_suffix(".xml")
+    if not xml.is_file():
+        raise ValueError(f"no session metadata {xml.name} beside the video")
+    code = _mmi_emotion(xml)
+    if code is None:
+        raise _Excluded("no Emotion metatag (AU-only session)")
+    if code not in MMI_EMOTION_CODES:
+        raise _Excluded("emotion code outside the six basic (1-6)")
+    m = MMI_VIDEO_NAME.match(video.stem)
+    if not m:
+        raise ValueError("cannot read the subject id from the name (expected Sxxx-yyy)")
+    try:
+        n = video_frame_count(video)
+    except ImageReadError as exc:
+        raise ValueError(str(exc)) from exc
+    if n < frames:
+        raise ValueError(f"{n} frames, need {frames}")
+    return MMI_EMOTION_CODES[code], m.group(1), n
 
 
 def _build_mmi_sessions(sessions: Path, col: SampleCollector, frames: int, peak: str) -> Counter:
@@ -153,36 +179,17 @@ def _build_mmi_sessions(sessions: Path, col: SampleCollector, frames: int, peak:
                 col.skip(str(session), "session folder holds no video")
             continue
         for video in videos:
-            xml = video.with_suffix(".xml")
-            if not xml.is_file():
-                col.skip(str(video), f"no session metadata {xml.name} beside the video")
-                continue
             try:
-                code = _mmi_emotion(xml)
+                label, subject, n = _mmi_sequence(video, frames)
+            except _Excluded as exc:
+                excluded[str(exc)] += 1
+                continue
             except ValueError as exc:
-                col.skip(str(xml), str(exc))
-                continue
-            if code is None:
-                excluded["no Emotion metatag (AU-only session)"] += 1
-                continue
-            if code not in MMI_EMOTION_CODES:
-                excluded["emotion code outside the six basic (1-6)"] += 1
-                continue
-            m = MMI_VIDEO_NAME.match(video.stem)
-            if not m:
-                col.skip(str(video), "cannot read the subject id from the name (expected Sxxx-yyy)")
-                continue
-            try:
-                n = video_frame_count(video)
-            except ImageReadError as exc:
                 col.skip(str(video), str(exc))
-                continue
-            if n < frames:
-                col.skip(str(video), f"{n} frames, need {frames}")
                 continue
             for i in _peak_indices(n, frames, peak):
                 col.samples.append(Sample(id=f"{session.name}/{video.name}#{i:04d}", path=str(video), frame=i,
-                                          label=MMI_EMOTION_CODES[code], subject=m.group(1)))
+                                          label=label, subject=subject))
     return excluded
 
 
