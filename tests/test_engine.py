@@ -210,3 +210,20 @@ def test_kfold_protocol_reports_mean_and_std(tmp_path, dataset):
     assert code == 0
     s = json.loads((tmp_path / "kf" / "folds_summary.json").read_text())
     assert s["folds"] == 2 and len(s["test_accuracy"]) == 2 and s["std"] >= 0
+
+
+def test_val_carved_from_train_is_never_trained_on(tmp_path):
+    """Default splits (train, val) on a tree without val/: val = train/holdout and train = train/fit."""
+    from conftest import write_image
+    from fdrl.engine.trainer import load_splits
+
+    for cls in ("a", "b"):
+        for i in range(5):
+            write_image(tmp_path / "d" / "train" / cls / f"{i}.png", (32, 32), seed=i)
+        write_image(tmp_path / "d" / "test" / cls / "0.png", (32, 32))
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={tmp_path / 'd'}", "data.val_fraction=0.2",
+                             "data.cache=false", "data.preprocessing.input_size=32"])
+    logs = []
+    sets = load_splits(cfg, logs.append)
+    assert len(sets["train"]) == 8 and len(sets["val"]) == 2 and not set(sets["train"].ids) & set(sets["val"].ids)
+    assert any("train = train/fit" in line for line in logs)
