@@ -1,0 +1,105 @@
+"""Face detectors side by side: recall, false detections, eye alignment rate and time per photo.
+
+Photos are composed from real FER2013 test faces (six per 1280x720 photo, one per cell of a 3x2 grid, at a random
+size and position inside the cell, on a textured backdrop), so every true face position is known. A detection
+counts as a hit when its centre lies inside a pasted face that no other detection has claimed.
+
+    python benchmarks/detectors.py --root ../shared/data/fer2013 --photos 20
+    python benchmarks/detectors.py --detectors mtcnn          # where facenet-pytorch is installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CANVAS = (1280, 720)
+GRID = (3, 2)
+
+
+def compose(faces: list[Path], sizes: list[int], rng: np.random.Generator) -> tuple[Image.Image, list[tuple]]:
+    """A photo with one face per grid cell; returns it and the pasted boxes (x, y, side)."""
+    w, h = CANVAS
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 0.1 + 60) % 255, (yy * 0.15 + 90) % 255, np.full_like(xx, 130)], -1)
+    noise = rng.normal(0, 12, (h, w, 3))
+    canvas = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+    cw, ch = w // GRID[0], h // GRID[1]
+    boxes = []
+    for i, path in enumerate(faces):
+        side = int(rng.choice(sizes))
+        cx, cy = (i % GRID[0]) * cw, (i // GRID[0]) * ch
+        x = cx + int(rng.integers(0, max(1, cw - side)))
+        y = cy + int(rng.integers(0, max(1, ch - side)))
+        canvas.paste(Image.open(path).convert("RGB").resize((side, side), Image.BILINEAR), (x, y))
+        boxes.append((x, y, side))
+    return canvas, boxes
+
+
+def score(faces, boxes) -> tuple[set[int], int, int]:
+    """(indices of the pasted faces found, false detections, hits with both eyes found)."""
+    claimed, hits, eyes = set(), 0, 0
+    for f in faces:
+        x, y, w, h = f.box
+        cx, cy = x + w / 2, y + h / 2
+        match = [i for i, (bx, by, s) in enumerate(boxes) if bx <= cx <= bx + s and by <= cy <= by + s
+                 and i not in claimed]
+        if match:
+            claimed.add(match[0])
+            hits += 1
+            eyes += f.eyes is not None
+    return claimed, len(faces) - hits, eyes
+
+
+def main() -> None:
+    from fdrl.inference.detect import DetectorError, create_detector
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="../shared/data/fer2013", help="FER2013 image-folder release")
+    p.add_argument("--photos", type=int, default=20)
+    p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
+    p.add_argument("--detectors", default="opencv,dlib,mtcnn")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    pool = sorted((Path(args.root) / "test").glob("*/PublicTest_*.jpg"))
+    if not pool:
+        raise SystemExit(f"no FER2013 test images under {args.root}/test")
+    rng = np.random.default_rng(args.seed)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    photos = [compose([pool[i] for i in rng.choice(len(pool), 6, replace=False)], sizes, rng)
+              for _ in range(args.photos)]
+    total = sum(len(b) for _, b in photos)
+    print(f"{args.photos} photos {CANVAS[0]}x{CANVAS[1]}, {total} real FER2013 faces at {sizes} px, seed {args.seed}")
+    print(f"{'detector':9s} {'recall':>7s} " + " ".join(f"{f'@{s}px':>7s}" for s in sizes)
+          + f" {'false det.':>10s} {'eyes found':>10s} {'ms/photo':>9s}")
+    for name in args.detectors.split(","):
+        try:
+            det = create_detector(name)
+        except DetectorError as exc:
+            print(f"{name:9s} unavailable: {exc}")
+            continue
+        det.detect(photos[0][0])  # warm-up (model loading, first-call allocation)
+        found = {s: [0, 0] for s in sizes}  # side -> [found, pasted]
+        false = eyes = 0
+        seconds = 0.0
+        for photo, boxes in photos:
+            t = time.perf_counter()
+            faces = det.detect(photo)
+            seconds += time.perf_counter() - t
+            hit, f, e = score(faces, boxes)
+            false, eyes = false + f, eyes + e
+            for i, (_, _, side) in enumerate(boxes):
+                found[side][0] += i in hit
+                found[side][1] += 1
+        hits = sum(v[0] for v in found.values())
+        by_size = " ".join(f"{v[0] / max(1, v[1]):7.1%}" for v in found.values())
+        print(f"{name:9s} {hits / total:7.1%} {by_size} {false:10d} {eyes / max(1, hits):10.1%} "
+              f"{1000 * seconds / len(photos):9.1f}")
+
+
+if __name__ == "__main__":
+    main()
