@@ -1,11 +1,16 @@
 """Markdown rows from the summary.json files of FDRL/baseline pair runs (numbers are read, never typed).
 
     python scripts/results_table.py runs/fer2013_pair runs/ferplus_pair
+    python scripts/results_table.py --seeds runs/fer2013_pair runs/fer2013_pair_seed1 runs/fer2013_pair_seed2
+
+``--seeds``: the pair directories are repeats of one experiment with different ``train.seed``; prints one row per
+seed with the paired FDRL - baseline difference, then the mean and sample standard deviation over seeds.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,5 +38,36 @@ def main(dirs: list[str]) -> None:
                   f"{s['device']} x{s['world_size']}, torch {s['versions']['torch']} |")
 
 
+KEYS = (("test_accuracy", "test acc"), ("test_mean_class_accuracy", "test mean-class"), ("val_accuracy", "val acc"))
+
+
+def seeds(dirs: list[str]) -> None:
+    rows = []
+    for d in dirs:
+        pair = {v: json.loads((Path(d) / v / "summary.json").read_text()) for v in ("baseline", "fdrl")}
+        seed = {s["config"]["train"]["seed"] for s in pair.values()}
+        if len(seed) != 1:
+            raise SystemExit(f"{d}: the two runs of a pair have different seeds {seed}")
+        rows.append((seed.pop(), {v: s[s["selected"]] for v, s in pair.items()}))
+    head = " | ".join(f"{name} baseline | {name} FDRL | {name} diff" for _, name in KEYS)
+    print(f"| seed | {head} |")
+    print("|---" * (1 + 3 * len(KEYS)) + "|")
+    for seed, sel in rows:
+        cells = " | ".join(f"{pct(sel['baseline'][k])} | {pct(sel['fdrl'][k])} | "
+                           f"{100 * (sel['fdrl'][k] - sel['baseline'][k]):+.2f}" for k, _ in KEYS)
+        print(f"| {seed} | {cells} |")
+    if len(rows) > 1:
+        def ms(values: list[float], signed: bool = False) -> str:
+            return f"{100 * statistics.mean(values):{'+' if signed else ''}.2f} ± {100 * statistics.stdev(values):.2f}"
+
+        cells = " | ".join(
+            f"{ms([r[1]['baseline'][k] for r in rows])} | {ms([r[1]['fdrl'][k] for r in rows])} | "
+            f"{ms([r[1]['fdrl'][k] - r[1]['baseline'][k] for r in rows], signed=True)}" for k, _ in KEYS)
+        print(f"| mean ± std ({len(rows)} seeds) | {cells} |")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--seeds"]:
+        seeds(sys.argv[2:])
+    else:
+        main(sys.argv[1:])
