@@ -193,6 +193,22 @@ def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys
     assert len(err) == 1 and "pip install dlib-bin" in err[0]
 
 
+def test_predict_uses_the_detector_the_model_was_trained_with(tmp_path):
+    pytest.importorskip("dlib")
+    from fdrl.inference.export import export_onnx
+
+    torch.manual_seed(0)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
+    path = tmp_path / "dlib.pt"
+    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40),
+                                config={"data": {"face_detector": "dlib"}}), path)
+    assert Recognizer(path).detector.name == "dlib"
+    assert Recognizer(path, detector="opencv").detector.name == "opencv"  # the caller's choice wins
+    export_onnx(path, tmp_path / "dlib.onnx")
+    assert Recognizer(tmp_path / "dlib.onnx").detector.name == "dlib"
+    assert Recognizer().detector.name == "opencv"  # the shipped model was trained on pre-cropped faces
+
+
 @pytest.mark.data
 def test_face_crop_of_uncropped_frames_in_training_data(tmp_path):
     """data.face_detector: faces are cropped before resizing, frames without one are counted skips."""

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
-    pd.add_argument("--detector", default="opencv", choices=DETECTOR_NAMES)
+    pd.add_argument("--detector", default=None, choices=DETECTOR_NAMES,
+                    help="default: the detector the checkpoint was trained with (data.face_detector), else opencv")
     pd.add_argument("--batch-size", type=int, default=64)
     pd.add_argument("--device", default="cpu")
     pd.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")

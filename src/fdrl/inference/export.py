@@ -36,7 +36,14 @@ def _metadata(loaded) -> dict[str, str]:
         "classes": json.dumps(loaded.classes),
         "preprocessing": json.dumps(dataclasses.asdict(loaded.preprocessing)),
         "model_config": json.dumps(loaded.raw["model_config"]),
+        "face_detector": training_detector(loaded.config) or "",
     }
+
+
+def training_detector(config: dict[str, Any] | None) -> str | None:
+    """The detector whose crops the model was trained on (``data.face_detector``), or None (pre-cropped data)."""
+    name = ((config or {}).get("data") or {}).get("face_detector") or "none"
+    return None if name == "none" else name
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], dynamic_batch: bool = True,
@@ -66,7 +73,7 @@ def read_onnx_metadata(session) -> dict[str, Any]:
     if "fdrl_format" not in meta:
         raise ValueError("this ONNX file was not exported by fdrl (no preprocessing metadata)")
     return {"classes": json.loads(meta["classes"]), "preprocessing": json.loads(meta["preprocessing"]),
-            "model_name": meta["model_name"]}
+            "model_name": meta["model_name"], "face_detector": meta.get("face_detector") or None}
 
 
 def export_torchscript(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, str]:

@@ -23,6 +23,7 @@ from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array
 from .detect import Face, create_detector, crop_face
+from .export import training_detector
 
 DEFAULT_MODEL = "fdrl_fer2013.pt"
 
@@ -104,6 +105,7 @@ class _TorchBackend:
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
         self.classes, self.prep = loaded.classes, loaded.preprocessing
+        self.face_detector = training_detector(loaded.config)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -120,6 +122,7 @@ class _OnnxBackend:
         self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
         meta = read_onnx_metadata(self.session)
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
+        self.face_detector = meta["face_detector"]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -149,14 +152,15 @@ def iter_image_paths(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[Path]
 class Recognizer:
     """Detect faces, preprocess them as the checkpoint says, and classify their expressions."""
 
-    def __init__(self, checkpoint: str | os.PathLike[str] | None = None, detector: str = "opencv",
+    def __init__(self, checkpoint: str | os.PathLike[str] | None = None, detector: str | None = None,
                  device: str = "cpu", batch_size: int = 64) -> None:
+        """``detector=None``: the detector the checkpoint was trained with (``data.face_detector``), else opencv."""
         path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
         self.backend = _OnnxBackend(path) if path.suffix == ".onnx" else _TorchBackend(path, device)
         self.classes: list[str] = list(self.backend.classes)
         self.prep: Preprocessing = self.backend.prep
         self.transform = BatchTransform(self.prep.mean, self.prep.std)
-        self.detector = create_detector(detector, device=device)
+        self.detector = create_detector(detector or self.backend.face_detector or "opencv", device=device)
         self.batch_size = batch_size
         self.checkpoint = str(path)
 
