@@ -248,6 +248,10 @@ def test_face_crop_of_uncropped_frames_in_training_data(tmp_path):
     plain = decode_dataset(create_dataset("folder", str(tmp_path / "d"), "train"), 48, False,
                            cache_dir=str(tmp_path / "cache"))
     assert len(plain) == 2 and len(list((tmp_path / "cache").glob("folder-train-*"))) == 2  # separate caches
+    custom = create_dataset("folder", str(tmp_path / "d"), "train")
+    custom.face_crop = lambda im: im.crop((0, 0, 8, 8))  # a user's own crop has no cache key: decoded afresh
+    assert decode_dataset(custom, 48, False, cache_dir=str(tmp_path / "cache")).images.float().std((2, 3)).max() == 0
+    assert len(list((tmp_path / "cache").glob("folder-train-*"))) == 2
 
 
 def test_predict_cli_formats_and_exit_code(ckpt, tmp_path, capsys):

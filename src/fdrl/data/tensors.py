@@ -48,7 +48,7 @@ def pil_to_array(im: Image.Image, size: int, grayscale: bool) -> np.ndarray:
 
 
 def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool) -> str:
-    crop = getattr(ds.face_crop, "key", "custom" if ds.face_crop else "none")
+    crop = getattr(ds.face_crop, "key", "none")
     h = hashlib.sha1(f"{ds.name}|{ds.split}|{size}|{grayscale}|{soft}|{crop}|v1".encode())
     for s in ds.samples:
         h.update(s.id.encode())
@@ -67,6 +67,8 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
                    cache_dir: str | None = None, log=print) -> TensorSet:
     """Decode every image of ``ds`` (or read the cache); unreadable images are skipped and reported."""
     path = None
+    if ds.face_crop is not None and not hasattr(ds.face_crop, "key"):
+        cache_dir = None  # a crop function without a ``key`` cannot be told apart from another: never cached
     if cache_dir:
         key = _fingerprint(ds, size, grayscale, soft)
         path = Path(cache_dir) / f"{ds.name}-{ds.split.replace('/', '_')}-{size}{'g' if grayscale else 'c'}-{key}.pt"
