@@ -131,6 +131,12 @@ class LoadedCheckpoint:
     def config(self) -> dict[str, Any] | None:
         return self.raw.get("config")
 
+    @property
+    def face_detector(self) -> str | None:
+        """The detector whose crops the model was trained on (``data.face_detector``); None: pre-cropped data."""
+        name = ((self.config or {}).get("data") or {}).get("face_detector") or "none"
+        return None if name == "none" else name
+
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> nn.Module:
     """Rebuild the model from its saved name and config and load its weights strictly."""

@@ -79,8 +79,7 @@ def eval_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"checkpoint classes {loaded.classes} differ from {args.dataset} classes {ds.classes}")
     prep = loaded.preprocessing
     # the face crop the model was trained with, unless the user names another
-    detector = args.face_detector or (cfg.get("data") or {}).get("face_detector", "none")
-    ds.set_face_crop(detector, prep.face_margin)
+    ds.set_face_crop(args.face_detector or loaded.face_detector or "none", prep.face_margin)
     data = decode_dataset(ds, prep.input_size, prep.grayscale)
     _, device = setup_distributed(args.device)
     model = loaded.model.to(device)

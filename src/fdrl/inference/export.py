@@ -36,14 +36,8 @@ def _metadata(loaded) -> dict[str, str]:
         "classes": json.dumps(loaded.classes),
         "preprocessing": json.dumps(dataclasses.asdict(loaded.preprocessing)),
         "model_config": json.dumps(loaded.raw["model_config"]),
-        "face_detector": training_detector(loaded.config) or "",
+        "face_detector": loaded.face_detector or "",
     }
-
-
-def training_detector(config: dict[str, Any] | None) -> str | None:
-    """The detector whose crops the model was trained on (``data.face_detector``), or None (pre-cropped data)."""
-    name = ((config or {}).get("data") or {}).get("face_detector") or "none"
-    return None if name == "none" else name
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], dynamic_batch: bool = True,

@@ -23,7 +23,6 @@ from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array
 from .detect import Face, create_detector, crop_face
-from .export import training_detector
 
 DEFAULT_MODEL = "fdrl_fer2013.pt"
 
@@ -105,7 +104,7 @@ class _TorchBackend:
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
         self.classes, self.prep = loaded.classes, loaded.preprocessing
-        self.face_detector = training_detector(loaded.config)
+        self.face_detector = loaded.face_detector
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
