@@ -176,11 +176,14 @@ def test_mtcnn_finds_real_faces_and_their_eyes(tmp_path):
 
 def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys):
     import sys
+    import typing
 
     from fdrl.cli import DETECTOR_NAMES
+    from fdrl.config import DataConfig
     from fdrl.inference.detect import DETECTORS, DetectorError, create_detector
 
     assert DETECTOR_NAMES == DETECTORS
+    assert set(typing.get_args(typing.get_type_hints(DataConfig)["face_detector"])) == set(DETECTORS)
     with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, none"):
         create_detector("haar")
     monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if not installed

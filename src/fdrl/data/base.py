@@ -12,6 +12,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,32 +80,38 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def video_frame_count(path: str | os.PathLike[str]) -> int:
-    """Frames in a video, by its header, or by reading it through when the header has no count."""
+@contextmanager
+def _open_video(path: str | os.PathLike[str]):
+    """An opened ``cv2.VideoCapture``, released afterwards; ImageReadError when it cannot be opened."""
     import cv2
 
     cap = cv2.VideoCapture(os.fspath(path))
     try:
         if not cap.isOpened():
             raise ImageReadError("not a readable video")
+        yield cap
+    finally:
+        cap.release()
+
+
+def video_frame_count(path: str | os.PathLike[str]) -> int:
+    """Frames in a video, by its header, or by reading it through when the header has no count."""
+    import cv2
+
+    with _open_video(path) as cap:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if n <= 0:
             n = 0
             while cap.grab():
                 n += 1
         return n
-    finally:
-        cap.release()
 
 
 def read_video_frame(path: str | os.PathLike[str], index: int) -> Image.Image:
     """Frame ``index`` (0-based) of a video as RGB; read sequentially, since seeking is inexact for many codecs."""
     import cv2
 
-    cap = cv2.VideoCapture(os.fspath(path))
-    try:
-        if not cap.isOpened():
-            raise ImageReadError("not a readable video")
+    with _open_video(path) as cap:
         for i in range(index):
             if not cap.grab():
                 raise ImageReadError(f"video ends after {i} frames; frame {index} was asked for")
@@ -112,8 +119,6 @@ def read_video_frame(path: str | os.PathLike[str], index: int) -> Image.Image:
         if not ok or frame is None:
             raise ImageReadError(f"video frame {index} cannot be decoded")
         return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    finally:
-        cap.release()
 
 
 class FERDataset:

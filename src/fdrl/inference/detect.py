@@ -46,17 +46,15 @@ class HaarEyes:
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
 
     def __call__(self, gray: np.ndarray, box: tuple[int, int, int, int]):
-        x, y, w, h = box
-        upper = gray[max(0, y):y + h // 2, max(0, x):x + w]
+        x, y, w, h = box  # clipped to the image by the detectors
+        upper = gray[y:y + h // 2, x:x + w]
         if upper.size == 0 or self.cascade.empty():
             return None
-        x, y = max(0, x), max(0, y)
         eyes = self.cascade.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=5, minSize=(max(4, w // 10),) * 2)
         if len(eyes) < 2:
             return None
-        eyes = sorted(eyes, key=lambda e: -e[2] * e[3])[:2]
-        centres = sorted(((x + ex + ew / 2, y + ey + eh / 2) for ex, ey, ew, eh in eyes), key=lambda c: c[0])
-        return plausible_eyes(centres[0], centres[1], w, h)
+        (ax, ay, aw, ah), (bx, by, bw, bh) = sorted(eyes, key=lambda e: -e[2] * e[3])[:2]
+        return plausible_eyes((x + ax + aw / 2, y + ay + ah / 2), (x + bx + bw / 2, y + by + bh / 2), w, h)
 
 
 def plausible_eyes(left: tuple[float, float], right: tuple[float, float], w: float, h: float):
@@ -73,14 +71,14 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
-def _downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+def _downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """Detect on a downscaled copy of huge photos; returns the copy and its scale."""
     import cv2
 
-    scale = min(1.0, max_side / max(gray.shape[:2]))
+    scale = min(1.0, max_side / max(pixels.shape[:2]))
     if scale >= 1:
-        return gray, 1.0
-    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+        return pixels, 1.0
+    return cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
 
 
 class OpenCVDetector:
