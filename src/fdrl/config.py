@@ -68,12 +68,14 @@ class TrainSection:
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "none"  # auto: bf16 on AMX CPUs and bf16 GPUs (engine/amp.py)
     channels_last: bool = False
     compile: bool = False
     init_from: str | None = None  # fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB)
     select: Literal["last", "val"] = "val"  # which checkpoint is "the" result; both are always written
     tta: Literal["none", "flip", "tencrop"] = "none"  # reported beside the plain figure, never instead
+    mix: Literal["none", "mixup", "cutmix"] = "none"  # batch mixing (data/mix.py); targets become soft
+    mix_alpha: float = 1.0  # Beta(alpha, alpha) of the mixing weight
     max_steps_per_epoch: int | None = None  # for smoke tests
     stop_after_steps: int | None = None  # simulate a kill after N optimiser steps (tests of --resume)
     num_threads: int | None = None

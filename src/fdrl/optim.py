@@ -32,14 +32,17 @@ class OptimConfig:
 
 @dataclass
 class SchedConfig:
-    name: Literal["multistep", "cosine", "constant"] = "multistep"
+    name: Literal["multistep", "cosine", "constant", "plateau"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [10, 18, 25, 32])
-    gamma: float = 0.1
+    gamma: float = 0.1  # multistep and plateau: lr factor
     warmup_epochs: int = 0
+    patience: int = 3  # plateau: epochs without a validation-accuracy gain before the lr drops
 
     def __post_init__(self) -> None:
-        if self.name not in ("multistep", "cosine", "constant"):
-            raise ValueError(f"sched.name must be multistep, cosine or constant, got {self.name!r}")
+        if self.name not in ("multistep", "cosine", "constant", "plateau"):
+            raise ValueError(f"sched.name must be multistep, cosine, constant or plateau, got {self.name!r}")
+        if self.name == "plateau" and self.warmup_epochs:
+            raise ValueError("sched.warmup_epochs is not supported with sched.name=plateau")
 
 
 def _no_decay(name: str, param: nn.Parameter, norm_params: set[int]) -> bool:
@@ -87,8 +90,11 @@ def build_optimizer(model: nn.Module, criterion: nn.Module | None, cfg: OptimCon
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: SchedConfig, epochs: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """An epoch-stepped schedule (call ``step()`` once per epoch)."""
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """An epoch-stepped schedule: ``step()`` once per epoch (``plateau``: ``step(val_accuracy)``)."""
+    if cfg.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.gamma,
+                                                          patience=cfg.patience)
     if cfg.name == "multistep":
         main = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
     elif cfg.name == "cosine":

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.tensors import BatchTransform, TensorSet, tta_views
+from .amp import amp_dtype, resolve_amp
 
 
 def _dist() -> tuple[int, int]:
@@ -29,7 +30,7 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
     model.eval()
     idx = torch.arange(rank, len(data), world)
     probs, alphas, feats = [], [], []
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = amp_dtype(resolve_amp(amp, device))
     for start in range(0, len(idx), batch_size):
         bi = idx[start:start + batch_size]
         x = transform(data.images[bi].to(device, non_blocking=True), train=False)

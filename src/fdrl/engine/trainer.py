@@ -28,12 +28,15 @@ from torch import nn
 
 from ..checkpoint import atomic_save, make_checkpoint, model_from_checkpoint, read_checkpoint
 from ..config import TrainConfig, dump_yaml, to_dict
+from ..data.mix import mix_batch
 from ..data.registry import create_dataset, has_official_val
 from ..data.tensors import BatchTransform, TensorSet, decode_dataset
 from ..errors import DataError
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
+from .amp import amp_dtype as _amp_dtype
+from .amp import resolve_amp
 from .evaluate import predict, tta_metrics
 from .report import classification_metrics, plot_curves, write_report
 
@@ -205,12 +208,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
     if t.compile:
         net = torch.compile(net)
     transform = BatchTransform(prep.mean, prep.std, cfg.data.augment)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    amp = resolve_amp(t.amp, device)
+    amp_dtype = _amp_dtype(amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     tb = _tensorboard(out) if info.main else None
     train_set = data["train"]
+    criterion.set_class_prior(torch.bincount(train_set.labels, minlength=len(classes)))
     log(f"training {cfg.model_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params) on {device}"
-        f" x{info.world}, {len(train_set)} train images, {t.epochs} epochs, batch {t.batch_size}/rank")
+        f" x{info.world}, {len(train_set)} train images, {t.epochs} epochs, batch {t.batch_size}/rank, amp {amp}"
+        + (f" (from {t.amp})" if t.amp != amp else ""))
 
     def snapshot(epoch: int, metrics: dict) -> dict:
         return make_checkpoint(model, classes, prep, criterion, optimizer, scheduler, epoch, cfg, metrics,
@@ -233,6 +239,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = train_set.targets[bi].to(device)
+            x, y = mix_batch(x, y, len(classes), t.mix, t.mix_alpha, generator=gen)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = net(x)
             parts = criterion(output, y)
@@ -275,14 +282,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
         for k, v in zip(sums, stats[: len(sums)], strict=True):
             row[f"train_{k}"] = v.item() / n_seen
         row["train_accuracy"] = stats[len(sums)].item() / n_seen
-        scheduler.step()
         if "val" in data:
-            res = predict(model, data["val"], transform, device, t.eval_batch_size, "none", t.amp, t.channels_last,
+            res = predict(model, data["val"], transform, device, t.eval_batch_size, "none", amp, t.channels_last,
                           keep_features=False)
             m = classification_metrics(res["preds"], res["labels"], classes)
             p_true = res["probs"][np.arange(len(res["labels"])), res["labels"]]
             row.update(val_accuracy=m["accuracy"], val_mean_class_accuracy=m["mean_class_accuracy"],
                        val_loss=float(-np.log(np.clip(p_true, 1e-12, None)).mean()))  # cross-entropy
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if "val_accuracy" not in row:
+                raise TrainingError("sched.name=plateau needs a validation split (data.val_split)")
+            scheduler.step(row["val_accuracy"])
+        else:
+            scheduler.step()
         history.append(row)
         improved = "val_accuracy" in row and row["val_accuracy"] > best_acc
         if improved:
@@ -336,6 +348,7 @@ def finish(cfg: TrainConfig, out: Path, data: dict[str, TensorSet], model: nn.Mo
            device: torch.device, info: DistInfo, log, versions: dict, commit: str | None) -> dict[str, Any]:
     """Evaluate best.pt and last.pt once on the test split; write the report of the selected one."""
     t = cfg.train
+    amp = resolve_amp(t.amp, device)
     classes = data["train"].classes
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] if info.main else []
     summary: dict[str, Any] = {"model_name": cfg.model_name, "dataset": cfg.data.dataset, "select": t.select,
@@ -351,10 +364,10 @@ def finish(cfg: TrainConfig, out: Path, data: dict[str, TensorSet], model: nn.Mo
                           "val_mean_class_accuracy": ck["metrics"].get("val_mean_class_accuracy")}
         if "test" not in data:
             continue
-        res = predict(model, data["test"], transform, device, t.eval_batch_size, "none", t.amp, t.channels_last)
+        res = predict(model, data["test"], transform, device, t.eval_batch_size, "none", amp, t.channels_last)
         extra = {"epoch": ck["epoch"], "tta": "none"}
         if t.tta != "none":
-            extra.update(tta_metrics(model, data["test"], transform, device, t.eval_batch_size, t.tta, t.amp,
+            extra.update(tta_metrics(model, data["test"], transform, device, t.eval_batch_size, t.tta, amp,
                                      t.channels_last))
         if info.main:
             m = write_report(out / f"report_{which}", res, classes, cfg.data.test_split, str(out / f"{which}.pt"),

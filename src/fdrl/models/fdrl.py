@@ -13,7 +13,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .resnet import ResNet18Trunk
+from .resnet import STEMS, ResNet18Trunk
+
+
+def _check_common(num_classes: int, stem: str) -> None:
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
 
 
 @dataclass
@@ -33,10 +40,10 @@ class FDRLConfig:
     # reconstructed feature's scale near the latent one. See docs/results.md for why this matters from scratch.
     alpha_reduce: Literal["l1", "mean"] = "l1"
     pretrained_path: str | None = None  # local ResNet-18 weights (torchvision or MS-Celeb format)
+    stem: Literal["imagenet", "small"] = "imagenet"  # trunk stem; "small" keeps resolution for 48 px faces
 
     def __post_init__(self) -> None:
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        _check_common(self.num_classes, self.stem)
         if self.num_latent < 1 or self.latent_dim < 1 or self.intra_out_dim < 1:
             raise ValueError("num_latent, latent_dim and intra_out_dim must be positive")
         if not 0.0 <= self.delta <= 1.0:
@@ -97,7 +104,7 @@ class FDRL(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.backbone = ResNet18Trunk()
+        self.backbone = ResNet18Trunk(c.stem)
         # FDN: M separate FC(512->P)+ReLU. Never shared: every branch sees the same x.
         self.fdn = BranchLinear(c.num_latent, self.backbone.num_features, c.latent_dim, bias=c.linear_bias)
         # Intra-RM: per-branch FC(P->intra_out_dim)+Sigmoid; alpha is the L1 norm of that vector.
@@ -150,17 +157,17 @@ class BaselineConfig:
 
     num_classes: int = 7
     pretrained_path: str | None = None
+    stem: Literal["imagenet", "small"] = "imagenet"
 
     def __post_init__(self) -> None:
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        _check_common(self.num_classes, self.stem)
 
 
 class BaselineResNet18(nn.Module):
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = ResNet18Trunk()
+        self.backbone = ResNet18Trunk(config.stem)
         self.classifier = nn.Linear(self.backbone.num_features, config.num_classes)
 
     @property

@@ -36,21 +36,35 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
+STEMS = ("imagenet", "small")
+
+
 class ResNet18Trunk(nn.Module):
     """conv1 .. layer4 followed by global average pooling: image (B,3,H,W) -> basic feature (B,512).
 
     There is no ``fc``; a foreign checkpoint's ``fc.*`` keys are dropped by the weight loader.
+
+    ``stem="imagenet"`` is torchvision's 7x7 stride-2 conv + 3x3 max-pool (/4): at FER2013's 48 px layer4 sees
+    2x2 maps. ``stem="small"`` is a 3x3 stride-2 conv without max-pool (/2), so layer4 sees 3x3 at 48 px, at about
+    3-4x the MACs; it keeps the module names, but ``conv1.weight`` is 3x3, so ImageNet/MS-Celeb stems do not load.
     """
 
     num_features = 512
 
-    def __init__(self) -> None:
+    def __init__(self, stem: str = "imagenet") -> None:
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        self.stem = stem
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+            self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(64, stride=1)
         self.layer2 = self._make_layer(128, stride=2)
         self.layer3 = self._make_layer(256, stride=2)
