@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .inference.packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
+
 DETECTOR_NAMES = ("opencv", "dlib", "mtcnn", "none")  # = fdrl.inference.detect.DETECTORS (a test checks)
 
 
@@ -24,6 +26,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
               f"  K={args.num_classes}  {get_entry(name).description}")
         if args.name:
             print(model.config)
+    if not args.name:
+        from .inference.recognizer import packaged_checkpoint
+
+        for name in PACKAGED_MODELS:
+            try:
+                where = str(packaged_checkpoint(name))
+            except Exception as exc:  # noqa: BLE001 - a listing shows a missing file instead of failing
+                where = f"missing ({exc})"
+            print(f"shipped model {name!r}: {where} (fdrl predict --model {name})")
     return 0
 
 
@@ -132,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("predict", help="expression probabilities for faces in images, folders or a video")
     pd.add_argument("inputs", nargs="+", help="image files, folders, a video file or a camera index")
     pd.add_argument("--checkpoint", default=None, help="fdrl .pt or exported .onnx (default: the shipped model)")
+    pd.add_argument("--model", default=None, choices=list(PACKAGED_MODELS),
+                    help=f"a shipped model instead of --checkpoint (default: {next(iter(PACKAGED_MODELS))})")
+    pd.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
+                    help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")

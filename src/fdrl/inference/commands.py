@@ -41,7 +41,8 @@ def _render(rows: list[dict], fmt: str, json_text: str) -> str:
 def predict_command(args: argparse.Namespace) -> int:
     from .recognizer import PredictionResult, Recognizer
 
-    rec = Recognizer(args.checkpoint, detector=args.detector, device=args.device, batch_size=args.batch_size)
+    rec = Recognizer(args.checkpoint, detector=args.detector, device=args.device, batch_size=args.batch_size,
+                     model=args.model, tta=args.tta)
     videos = [i for i in args.inputs if _is_video(i)]
     images = [i for i in args.inputs if not _is_video(i)]
     result = PredictionResult(classes=rec.classes)

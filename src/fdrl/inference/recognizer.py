@@ -21,19 +21,27 @@ from PIL import Image
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
-from ..data.tensors import BatchTransform, pil_to_array
+from ..data.tensors import BatchTransform, pil_to_array, tta_views
 from .detect import Face, create_detector, crop_face
+from .packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
-DEFAULT_MODEL = "fdrl_fer2013.pt"
+DEFAULT_MODEL = next(iter(PACKAGED_MODELS))
+
+
+def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
+    """The packaged model called ``name``; a clear error for an unknown name or an install without it."""
+    if name not in PACKAGED_MODELS:
+        raise CheckpointError(f"unknown packaged model {name!r} (available: {', '.join(PACKAGED_MODELS)})")
+    path = Path(str(resources.files("fdrl") / "weights" / PACKAGED_MODELS[name]))
+    if not path.is_file():
+        raise CheckpointError(f"packaged model {name!r} ({PACKAGED_MODELS[name]}) is not in this installation; "
+                              "pass --checkpoint/checkpoint= an fdrl .pt or exported .onnx file")
+    return path
 
 
 def default_checkpoint() -> Path:
-    """The packaged model (``fdrl/weights``); a clear error when this install has none."""
-    path = Path(str(resources.files("fdrl") / "weights" / DEFAULT_MODEL))
-    if not path.is_file():
-        raise CheckpointError("no packaged default model in this installation; pass --checkpoint/checkpoint= "
-                              "an fdrl .pt or exported .onnx file")
-    return path
+    """The default packaged model."""
+    return packaged_checkpoint(DEFAULT_MODEL)
 
 
 @dataclass
@@ -152,9 +160,18 @@ class Recognizer:
     """Detect faces, preprocess them as the checkpoint says, and classify their expressions."""
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, detector: str | None = None,
-                 device: str = "cpu", batch_size: int = 64) -> None:
-        """``detector=None``: the detector the checkpoint was trained with (``data.face_detector``), else opencv."""
-        path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+                 device: str = "cpu", batch_size: int = 64, model: str | None = None,
+                 tta: str = DEFAULT_TTA) -> None:
+        """``checkpoint``: an fdrl .pt or exported .onnx file; or ``model``: a packaged model's name
+        (``PACKAGED_MODELS``); neither: the default packaged model. ``detector=None``: the detector the checkpoint
+        was trained with (``data.face_detector``), else opencv. ``tta``: ``none``, ``flip`` (2 views) or
+        ``tencrop`` (10 views), probabilities averaged over the views."""
+        if checkpoint is not None and model is not None:
+            raise ValueError("give either checkpoint= or model=, not both")
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+        path = Path(checkpoint) if checkpoint is not None else packaged_checkpoint(model or DEFAULT_MODEL)
+        self.tta = tta
         self.backend = _OnnxBackend(path) if path.suffix == ".onnx" else _TorchBackend(path, device)
         self.classes: list[str] = list(self.backend.classes)
         self.prep: Preprocessing = self.backend.prep
@@ -169,12 +186,19 @@ class Recognizer:
         return self.transform(torch.from_numpy(arr))
 
     def _classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (and alpha) averaged over the TTA views of each face."""
         probs, alphas = [], []
         for i in range(0, len(x), self.batch_size):
-            logits, alpha = self.backend(x[i:i + self.batch_size])
-            probs.append(_softmax(logits.astype(np.float64)))
-            if alpha is not None:
-                alphas.append(alpha)
+            p_sum, a_sum = 0.0, None
+            views = tta_views(x[i:i + self.batch_size], self.tta)
+            for view in views:
+                logits, alpha = self.backend(view)
+                p_sum = p_sum + _softmax(logits.astype(np.float64))
+                if alpha is not None:
+                    a_sum = alpha if a_sum is None else a_sum + alpha
+            probs.append(p_sum / len(views))
+            if a_sum is not None:
+                alphas.append(a_sum / len(views))
         return np.concatenate(probs), (np.concatenate(alphas) if alphas else None)
 
     def _faces(self, image: Image.Image) -> tuple[list[Face], list[Image.Image]]:

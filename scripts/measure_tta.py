@@ -1,0 +1,52 @@
+"""Effect and cost of test-time augmentation for a model on a labelled split (default: the shipped model on
+FER2013 PublicTest, the protocol's validation split). Prints one JSON line per TTA mode.
+
+    python scripts/measure_tta.py --root ../shared/data/fer2013 --split publictest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import fdrl
+from fdrl.data.registry import create_dataset
+from fdrl.data.tensors import decode_dataset
+from fdrl.inference.packaged import TTA_MODES
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped model (--model)")
+    ap.add_argument("--model", default=None, help="a shipped model's name")
+    ap.add_argument("--dataset", default="fer2013")
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--split", default="publictest")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for mode in TTA_MODES:
+        rec = fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta=mode)
+        ds = create_dataset(args.dataset, args.root, args.split)
+        data = decode_dataset(ds, rec.prep.input_size, rec.prep.grayscale, cache_dir=None, log=lambda m: None)
+        t0 = time.perf_counter()
+        res = rec.predict_tensor(data.images)
+        dt = time.perf_counter() - t0
+        pred = torch.tensor([rec.classes.index(f.label) for f in res.faces])
+        # the data set's class order and the model's may differ: compare by name
+        truth = torch.tensor([rec.classes.index(data.classes[int(i)]) for i in data.labels])
+        acc = (pred == truth).float().mean().item()
+        per_class = [((pred == truth) & (truth == k)).sum().item() / max(1, (truth == k).sum().item())
+                     for k in range(len(rec.classes))]
+        print(json.dumps({"tta": mode, "split": args.split, "n": len(pred), "accuracy": round(100 * acc, 2),
+                          "mean_class_accuracy": round(100 * sum(per_class) / len(per_class), 2),
+                          "ms_per_face": round(1000 * dt / len(pred), 3), "threads": torch.get_num_threads(),
+                          "checkpoint": rec.checkpoint}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Facts about the models shipped inside the package; torch-free, so the CLI's ``--help`` can list them.
+
+Each model is ``fdrl/weights/<file>`` with its model card ``fdrl/weights/<file stem>.md``; the first entry is
+the default of ``fdrl.Recognizer()`` and ``fdrl predict``.
+"""
+
+from __future__ import annotations
+
+PACKAGED_MODELS: dict[str, str] = {"fer2013": "fdrl_fer2013.pt"}
+MODEL_CARDS: dict[str, str] = {"fer2013": "MODEL_CARD.md"}
+
+TTA_MODES = ("none", "flip", "tencrop")
+# From the measured gain and cost on the FER2013 validation split (docs/results.md, "Test-time augmentation").
+DEFAULT_TTA = "flip"

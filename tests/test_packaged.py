@@ -1,0 +1,76 @@
+"""Shipped models by name, and test-time augmentation in ``Recognizer``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fdrl
+from conftest import write_image
+from fdrl.checkpoint import CheckpointError, atomic_save, make_checkpoint
+from fdrl.cli import main
+from fdrl.config import Preprocessing
+from fdrl.inference.packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
+from fdrl.inference.recognizer import Recognizer, packaged_checkpoint
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
+    return path
+
+
+def test_every_packaged_model_is_installed_with_its_card():
+    for name in PACKAGED_MODELS:
+        path = packaged_checkpoint(name)
+        assert path.is_file() and path.stat().st_size < 30 * 2**20
+        rec = Recognizer(model=name, detector="none")
+        assert rec.checkpoint == str(path) and len(rec.classes) >= 7
+    from fdrl.inference.packaged import MODEL_CARDS
+
+    assert set(MODEL_CARDS) == set(PACKAGED_MODELS)
+    for card in MODEL_CARDS.values():
+        assert (packaged_checkpoint().parent / card).is_file()
+
+
+def test_model_names_and_tta_are_checked(ckpt):
+    with pytest.raises(CheckpointError, match="available: fer2013"):
+        Recognizer(model="affectnet")
+    with pytest.raises(ValueError, match="either"):
+        Recognizer(ckpt, model="fer2013")
+    with pytest.raises(ValueError, match="tta"):
+        Recognizer(ckpt, tta="mirror")
+    assert DEFAULT_TTA in TTA_MODES
+
+
+def test_tta_averages_the_views(ckpt):
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (5, 1, 40, 40), dtype=np.uint8))
+    plain = Recognizer(ckpt, detector="none", tta="none")
+    flip = Recognizer(ckpt, detector="none", tta="flip")
+
+    def probs(rec, batch):
+        return np.array([[f.probabilities[c] for c in CLASSES] for f in rec.predict_tensor(batch).faces])
+
+    expected = (probs(plain, x) + probs(plain, x.flip(-1))) / 2
+    np.testing.assert_allclose(probs(flip, x), expected, atol=1e-6)
+    assert not np.allclose(probs(flip, x), probs(plain, x), atol=1e-4)  # the flip view really is different
+    ten = Recognizer(ckpt, detector="none", tta="tencrop").predict_tensor(x)
+    p = np.array([[f.probabilities[c] for c in CLASSES] for f in ten.faces])
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    assert ten.faces[0].alpha is not None and len(ten.faces[0].alpha) == 3
+
+
+def test_cli_predict_with_a_shipped_model_and_tta(tmp_path, capsys):
+    face = write_image(tmp_path / "face.png", (48, 48))
+    assert main(["predict", str(face), "--model", "fer2013", "--tta", "tencrop", "--detector", "none",
+                 "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["faces"]) == 1 and out["faces"][0]["label"] in CLASSES
+    assert main(["models"]) == 0
+    assert "shipped model 'fer2013'" in capsys.readouterr().out
