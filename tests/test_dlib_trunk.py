@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared
 from PIL import Image
 
+from conftest import shared
 from fdrl.data.tensors import BatchTransform
 from fdrl.models import PretrainedWeightsError
 from fdrl.models.dlib_resnet import (
@@ -36,7 +36,7 @@ def model_file() -> Path:
 
 @pytest.fixture(scope="module")
 def trunk(model_file) -> DlibResNet29Trunk:
-    return load_dlib_resnet()
+    return load_dlib_resnet(descriptor_head=True)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,12 @@ def test_trunk_shapes_and_parameter_count(trunk):
         assert trunk(x).shape == (2, DlibResNet29Trunk.num_features) == (2, 256)
         assert trunk.descriptor(x).shape == (2, 128)
     assert sum(p.numel() for p in trunk.parameters()) == 5_614_592  # 5,581,824 in the trunk + 32,768 in fc
+    headless = load_dlib_resnet()  # the trunk proper: no parameter that a FER head would leave without gradient
+    assert headless.fc is None and sum(p.numel() for p in headless.parameters()) == 5_581_824
+    with torch.no_grad():
+        torch.testing.assert_close(headless(x), trunk(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="descriptor_head"):
+        headless.descriptor(x)
 
 
 def test_minimum_input_size():

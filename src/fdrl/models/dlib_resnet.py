@@ -93,14 +93,16 @@ class DlibBlock(nn.Module):
 class DlibResNet29Trunk(nn.Module):
     """Image (B,3,H,W) normalised with ``PIXEL_MEAN``/``PIXEL_STD`` -> pooled feature (B, 256).
 
-    ``descriptor(x)`` adds dlib's 128-d face descriptor head (``fc``); ``forward_features(x)`` gives the last
-    feature map. Build it from the weights with :func:`load_dlib_resnet`; a bare instance is randomly initialised.
+    With ``descriptor_head=True`` it keeps dlib's bias-free ``fc`` and ``descriptor(x)`` gives the 128-d face
+    descriptor; as a trunk it has no head, so every parameter is trained by whatever sits on the pooled feature.
+    ``forward_features(x)`` gives the last feature map. Build it from the weights with :func:`load_dlib_resnet`;
+    a bare instance is randomly initialised.
     """
 
     num_features = STAGES[-1][0]
     min_input_size = 103  # checked by compute_min_input_size(); smaller inputs leave no pixel for a 3x3/2 conv
 
-    def __init__(self) -> None:
+    def __init__(self, descriptor_head: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, STEM_CHANNELS, 7, stride=2, padding=0)
         self.affine1 = Affine(STEM_CHANNELS)
@@ -111,7 +113,7 @@ class DlibResNet29Trunk(nn.Module):
                      for b in range(blocks)]
             self.add_module(f"layer{i}", nn.Sequential(*stage))
             in_channels = channels
-        self.fc = nn.Linear(self.num_features, DESCRIPTOR_DIM, bias=False)
+        self.fc = nn.Linear(self.num_features, DESCRIPTOR_DIM, bias=False) if descriptor_head else None
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -132,6 +134,8 @@ class DlibResNet29Trunk(nn.Module):
 
     def descriptor(self, x: torch.Tensor) -> torch.Tensor:
         """dlib's 128-d face descriptor (``compute_face_descriptor`` without jitter); not L2-normalised."""
+        if self.fc is None:
+            raise RuntimeError("this trunk was built without dlib's descriptor head (descriptor_head=False)")
         return self.fc(self(x))
 
     def freeze(self, mode: FreezeMode) -> None:
@@ -218,7 +222,8 @@ def _pool_ok(layer: DlibLayer, nr: int, stride: int) -> bool:
 
 
 def state_dict_from_dlib(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read ``path`` and return a :class:`DlibResNet29Trunk` state dict, checking every layer against anet_type."""
+    """Read ``path`` and return a :class:`DlibResNet29Trunk` state dict (``fc.weight`` included), checking every
+    layer against anet_type."""
     net = read_dlib_net(path)
     path = net.path
     kinds = [layer.kind for layer in net.layers]
@@ -236,7 +241,7 @@ def state_dict_from_dlib(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         raise DlibFormatError(f"{path}: input layer mean {means} size {inp['nr']}x{inp['nc']}, expected {MEAN_RGB} "
                               f"and {CHIP_SIZE}x{CHIP_SIZE}")
 
-    model = DlibResNet29Trunk()
+    model = DlibResNet29Trunk(descriptor_head=True)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     affines = [m for m in model.modules() if isinstance(m, Affine)]
     names = {m: n for n, m in model.named_modules()}
@@ -276,8 +281,12 @@ def dlib_model_path() -> Path:
     raise PretrainedWeightsError(f"{PACKAGE} is installed but has no models/{MODEL_FILE}; {hint}")
 
 
-def load_dlib_resnet(path: str | os.PathLike[str] | None = None) -> DlibResNet29Trunk:
-    """dlib's face-recognition ResNet with its weights, from ``path`` or the installed package, in eval mode."""
-    model = DlibResNet29Trunk()
-    model.load_state_dict(state_dict_from_dlib(dlib_model_path() if path is None else path), strict=True)
+def load_dlib_resnet(path: str | os.PathLike[str] | None = None, descriptor_head: bool = False) -> DlibResNet29Trunk:
+    """dlib's face-recognition ResNet with its weights, from ``path`` or the installed package, in eval mode;
+    ``descriptor_head`` keeps the 128-d descriptor ``fc`` (dropped by default: a trunk ends at the pooled feature)."""
+    state = state_dict_from_dlib(dlib_model_path() if path is None else path)
+    if not descriptor_head:
+        del state["fc.weight"]
+    model = DlibResNet29Trunk(descriptor_head=descriptor_head)
+    model.load_state_dict(state, strict=True)
     return model.eval()
