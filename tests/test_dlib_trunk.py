@@ -41,7 +41,7 @@ def trunk(model_file) -> DlibResNet29Trunk:
 
 @pytest.fixture(scope="module")
 def dlib_reference(model_file):
-    dlib = pytest.importorskip("dlib", reason="dlib (dlib-bin) computes the reference descriptors")
+    dlib = pytest.importorskip("dlib", reason="dlib not installed (pip install dlib-bin): it gives the reference")
     return dlib.face_recognition_model_v1(str(model_file))
 
 
