@@ -69,6 +69,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return export_command(args)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fdrl", description="Facial expression recognition with FDRL (CVPR 2021).")
     p.add_argument("--version", action="version", version="fdrl 0.1.0")
@@ -131,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pd = sub.add_parser("predict", help="expression probabilities for faces in images, folders or a video")
     pd.add_argument("inputs", nargs="+", help="image files, folders, a video file or a camera index")
-    pd.add_argument("--checkpoint", default=None, help="fdrl .pt or exported .onnx (default: the shipped model)")
+    pd.add_argument("--checkpoint", default=None,
+                    help="fdrl .pt, exported .onnx or TorchScript (default: the shipped model)")
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
@@ -147,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", default=None)
     ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     ex.add_argument("--out", required=True)
-    ex.add_argument("--dynamic-batch", action="store_true")
+    batch = ex.add_mutually_exclusive_group()
+    batch.add_argument("--fixed-batch", type=_positive_int, default=None, metavar="N",
+                       help="export for exactly N faces per call (default: any batch size); fdrl predict feeds such "
+                            "a model in chunks of N")
+    batch.add_argument("--dynamic-batch", action="store_true", help=argparse.SUPPRESS)  # the default; old scripts
     ex.set_defaults(func=_cmd_export)
     return p
 
