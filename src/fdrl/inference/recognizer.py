@@ -37,6 +37,19 @@ def default_checkpoint() -> Path:
     return path
 
 
+def packaged_models() -> list[str]:
+    """Names of the models shipped in ``fdrl/weights`` (file stems), for ``fdrl serve --model NAME``."""
+    return sorted(p.stem for p in Path(str(resources.files("fdrl") / "weights")).glob("*.pt"))
+
+
+def packaged_model(name: str) -> Path:
+    """The shipped model called ``name`` (with or without ``.pt``); the error lists the shipped names."""
+    stem = name.removesuffix(".pt")
+    if stem not in packaged_models():
+        raise CheckpointError(f"no packaged model {name!r}; shipped: {', '.join(packaged_models()) or 'none'}")
+    return Path(str(resources.files("fdrl") / "weights" / f"{stem}.pt"))
+
+
 @dataclass
 class FaceResult:
     image_id: str
@@ -285,6 +298,11 @@ class Recognizer:
         """Per-face predictions; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``)."""
         if isinstance(inputs, torch.Tensor):
             return self.predict_tensor(inputs)
+        return self.predict_images(self._inputs(inputs, bgr))
+
+    def predict_images(self, items: Iterable[tuple[str, Image.Image | Exception]]) -> PredictionResult:
+        """Images already decoded, each with its id (the HTTP server names them after the uploaded files); an
+        exception in place of an image marks it unreadable, its message becoming the status."""
         res = PredictionResult(classes=self.classes)
         pending: list[tuple[str, int, Face, Image.Image]] = []
 
@@ -297,7 +315,7 @@ class Recognizer:
                                                    None if alpha is None else alpha[i]))
             pending.clear()
 
-        for iid, image in self._inputs(inputs, bgr):
+        for iid, image in items:
             if isinstance(image, Exception):
                 res.images.append(ImageStatus(iid, f"unreadable: {image}"))
                 continue
