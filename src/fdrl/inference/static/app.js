@@ -166,7 +166,9 @@ $("cam-start").addEventListener("click", async () => {
   $("cam-start").disabled = true;
 });
 $("cam-snap").addEventListener("click", () => { camCard = null; snapshot(); });
-$("cam-live").addEventListener("change", () => { if (!liveTimer) liveLoop(); });
+$("cam-live").addEventListener("change", () => {
+  if ($("cam-live").checked && !liveTimer) { camCard = null; liveLoop(); }  // one card, refreshed per frame
+});
 
 // ---- model information ---------------------------------------------------------------------------------
 fetch("health").then((r) => r.json()).then((h) => {
