@@ -78,14 +78,14 @@ def photo(tmp_path_factory):
     return path
 
 
-def test_real_server_over_http(server, photo):
+def test_real_server_over_http(photo, server):  # photo first: no server when it skips
     h = httpx.get(server + "health").json()
     assert h["model"] == "fdrl_fer2013.pt" and h["detector"] == "opencv"
     r = httpx.post(server + "v1/predict", files=[("files", (photo.name, photo.read_bytes()))], timeout=60)
     assert r.status_code == 200
     faces = r.json()["faces"]
     assert [f["label"] for f in faces] == ["happy", "happy"] and all(len(f["alpha"]) > 0 for f in faces)
-    big = httpx.post(server + "v1/predict", files=[("files", ("big.jpg", b"\0" * (2 * 2**20)))], timeout=60)
+    big = httpx.post(server + "v1/predict", files=[("files", ("big.jpg", b"\0" * (2**20 + 2**10)))], timeout=60)
     assert big.status_code == 413 and "--max-upload-mb" in big.json()["error"]
 
 
@@ -113,7 +113,7 @@ def _browser(tmp_path):
         pytest.skip(f"headless Chromium did not start: {str(exc).splitlines()[0][:200]}")
 
 
-def test_page_in_a_real_browser(server, photo, tmp_path):
+def test_page_in_a_real_browser(photo, server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
