@@ -80,6 +80,37 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return export_command(args)
 
 
+SERVE_PACKAGES = ("starlette", "uvicorn", "python_multipart")  # the `serve` extra, by import name
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = [m for m in SERVE_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"fdrl serve: error: {', '.join(missing)} not installed; pip install 'fdrl[serve]'", file=sys.stderr)
+        return 2
+    from .inference.serve import serve_command
+
+    return serve_command(args)
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fdrl", description="Facial expression recognition with FDRL (CVPR 2021).")
     p.add_argument("--version", action="version", version="fdrl 0.1.0")
@@ -142,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pd = sub.add_parser("predict", help="expression probabilities for faces in images, folders or a video")
     pd.add_argument("inputs", nargs="+", help="image files, folders, a video file or a camera index")
-    pd.add_argument("--checkpoint", default=None, help="fdrl .pt or exported .onnx (default: the shipped model)")
-    pd.add_argument("--model", default=None, choices=list(PACKAGED_MODELS),
-                    help=f"a shipped model instead of --checkpoint (default: {next(iter(PACKAGED_MODELS))})")
+    pd.add_argument("--checkpoint", default=None,
+                    help="fdrl .pt, exported .onnx or TorchScript (default: the shipped model)")
+    pd.add_argument("--model", default=None, metavar="NAME",
+                    help=f"a shipped model instead of --checkpoint: {', '.join(PACKAGED_MODELS)} "
+                         f"(default: {next(iter(PACKAGED_MODELS))})")
     pd.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
                     help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
@@ -162,8 +195,32 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", default=None)
     ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     ex.add_argument("--out", required=True)
-    ex.add_argument("--dynamic-batch", action="store_true")
+    batch = ex.add_mutually_exclusive_group()
+    batch.add_argument("--fixed-batch", type=_positive_int, default=None, metavar="N",
+                       help="export for exactly N faces per call (default: any batch size); fdrl predict feeds such "
+                            "a model in chunks of N")
+    batch.add_argument("--dynamic-batch", action="store_true", help=argparse.SUPPRESS)  # the default; old scripts
     ex.set_defaults(func=_cmd_export)
+
+    sv = sub.add_parser("serve", help="local HTTP API (POST /v1/predict) and web page for photos and the webcam")
+    model = sv.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", default=None,
+                       help="fdrl .pt, exported .onnx or TorchScript (default: the shipped model)")
+    model.add_argument("--model", default=None, metavar="NAME",
+                       help=f"a model shipped in the package: {', '.join(PACKAGED_MODELS)}")
+    sv.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
+                    help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-upload-mb", type=_positive_number, default=None, metavar="N",
+                    help="largest request body in MiB, default 32 (larger: HTTP 413)")
+    sv.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                    help="largest image in pixels, default 50000000 (checked before decoding: decompression bombs)")
+    sv.add_argument("--detector", default=None, choices=DETECTOR_NAMES,
+                    help="default: the detector the checkpoint was trained with, else opencv")
+    sv.add_argument("--device", default="cpu")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(func=_cmd_serve)
     return p
 
 

@@ -144,9 +144,8 @@ def export_command(args: argparse.Namespace) -> int:
     from .recognizer import default_checkpoint
 
     ckpt = args.checkpoint or default_checkpoint()
-    if args.format == "onnx":
-        export_onnx(ckpt, args.out, dynamic_batch=args.dynamic_batch)
-    else:
-        export_torchscript(ckpt, args.out)
-    print(f"exported {ckpt} to {args.out} ({args.format})")
+    export = export_onnx if args.format == "onnx" else export_torchscript
+    export(ckpt, args.out, fixed_batch=args.fixed_batch)
+    batch = f"fixed batch of {args.fixed_batch}" if args.fixed_batch else "any batch size"
+    print(f"exported {ckpt} to {args.out} ({args.format}, {batch})")
     return 0

@@ -2,7 +2,8 @@
 
 The exported graph takes a normalised face batch (B, 3, S, S) and returns ``logits`` (B, K) and ``alpha``
 (B, M; M = 0 for the baseline), so a runtime without fdrl can still reproduce predictions exactly when it
-applies the stored preprocessing.
+applies the stored preprocessing. B is dynamic unless ``fixed_batch`` is given (some runtimes and accelerators
+want static shapes); ``fdrl.Recognizer`` then feeds such a model in chunks of exactly that size.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ class ExportWrapper(nn.Module):
         return out.logits, alpha
 
 
+_EXAMPLE_BATCH = 2  # the example batch traced when the batch is dynamic (any size other than 1 works)
+
+
+def _example(loaded, fixed_batch: int | None) -> torch.Tensor:
+    if fixed_batch is not None and fixed_batch < 1:
+        raise ValueError(f"fixed_batch must be a positive number of faces, got {fixed_batch}")
+    size = loaded.preprocessing.input_size
+    return torch.randn(fixed_batch or _EXAMPLE_BATCH, 3, size, size)
+
+
 def _metadata(loaded) -> dict[str, str]:
     return {
         "fdrl_format": "1",
@@ -40,16 +51,16 @@ def _metadata(loaded) -> dict[str, str]:
     }
 
 
-def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], dynamic_batch: bool = True,
+def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], fixed_batch: int | None = None,
                 opset: int = 17) -> dict[str, Any]:
+    """``fixed_batch=None``: the batch axis is dynamic; an int: the graph takes exactly that many faces."""
     import onnx
 
     loaded = load_checkpoint(checkpoint)
     wrapper = ExportWrapper(loaded.model.float().eval())
-    size = loaded.preprocessing.input_size
-    dummy = torch.randn(2, 3, size, size)
+    dummy = _example(loaded, fixed_batch)
     kwargs: dict[str, Any] = {}
-    if dynamic_batch:
+    if fixed_batch is None:
         kwargs["dynamic_axes"] = {"images": {0: "batch"}, "logits": {0: "batch"}, "alpha": {0: "batch"}}
     torch.onnx.export(wrapper, (dummy,), os.fspath(out), input_names=["images"], output_names=["logits", "alpha"],
                       opset_version=opset, dynamo=False, **kwargs)
@@ -62,18 +73,32 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
     return meta
 
 
-def read_onnx_metadata(session) -> dict[str, Any]:
-    meta = session.get_modelmeta().custom_metadata_map
+def parse_metadata(meta: dict[str, str], kind: str = "ONNX") -> dict[str, Any]:
+    """The stored strings of ``_metadata`` back as values; ``fixed_batch`` is None for a dynamic batch."""
     if "fdrl_format" not in meta:
-        raise ValueError("this ONNX file was not exported by fdrl (no preprocessing metadata)")
+        raise ValueError(f"this {kind} file was not exported by fdrl (no preprocessing metadata)")
     return {"classes": json.loads(meta["classes"]), "preprocessing": json.loads(meta["preprocessing"]),
-            "model_name": meta["model_name"], "face_detector": meta.get("face_detector") or None}
+            "model_name": meta["model_name"], "face_detector": meta.get("face_detector") or None,
+            "fixed_batch": int(meta["fixed_batch"]) if meta.get("fixed_batch") else None}
 
 
-def export_torchscript(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, str]:
+def read_onnx_metadata(session) -> dict[str, Any]:
+    """Metadata of an ONNX session; the batch size comes from the graph's input shape, which is what binds."""
+    meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
+    batch = session.get_inputs()[0].shape[0]
+    meta["fixed_batch"] = batch if isinstance(batch, int) and batch > 0 else None
+    return meta
+
+
+TORCHSCRIPT_META = "fdrl_meta.json"
+
+
+def export_torchscript(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
+                       fixed_batch: int | None = None) -> dict[str, str]:
+    """A traced module; with ``fixed_batch`` the example batch has that size and the metadata records it (a
+    traced graph carries no input signature), so the predictor keeps to it."""
     loaded = load_checkpoint(checkpoint)
-    size = loaded.preprocessing.input_size
-    traced = torch.jit.trace(ExportWrapper(loaded.model.float().eval()), torch.randn(2, 3, size, size))
-    meta = _metadata(loaded)
-    torch.jit.save(traced, os.fspath(out), _extra_files={"fdrl_meta.json": json.dumps(meta)})
+    traced = torch.jit.trace(ExportWrapper(loaded.model.float().eval()), _example(loaded, fixed_batch))
+    meta = _metadata(loaded) | {"fixed_batch": str(fixed_batch or "")}
+    torch.jit.save(traced, os.fspath(out), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
     return meta

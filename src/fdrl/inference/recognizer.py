@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -107,6 +108,8 @@ class PredictionResult:
 
 
 class _TorchBackend:
+    fixed_batch: int | None = None  # an fdrl checkpoint takes any batch size
+
     def __init__(self, path: str | os.PathLike[str], device: str) -> None:
         loaded = load_checkpoint(path, map_location="cpu")
         self.device = torch.device(device)
@@ -129,13 +132,54 @@ class _OnnxBackend:
         self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
         meta = read_onnx_metadata(self.session)
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
-        self.face_detector = meta["face_detector"]
+        self.face_detector, self.fixed_batch = meta["face_detector"], meta["fixed_batch"]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         res = self.session.run(None, {"images": x.numpy().astype(np.float32)})
         alpha = res[1] if len(res) > 1 and res[1].shape[-1] > 0 else None
         return res[0], alpha
+
+
+class _TorchScriptBackend:
+    """A module written by ``fdrl export --format torchscript``. TorchScript runs the code stored in the file
+    (not pickled Python, but still code): load only files you exported or trust."""
+
+    def __init__(self, path: str | os.PathLike[str], device: str) -> None:
+        from .export import TORCHSCRIPT_META, parse_metadata
+
+        extra = {TORCHSCRIPT_META: ""}
+        self.device = torch.device(device)
+        try:
+            self.module = torch.jit.load(os.fspath(path), map_location=self.device, _extra_files=extra).eval()
+            meta = parse_metadata(json.loads(extra[TORCHSCRIPT_META] or "{}"), "TorchScript")
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a usable fdrl TorchScript export: {str(exc)[:300]}") from exc
+        self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
+        self.face_detector, self.fixed_batch = meta["face_detector"], meta["fixed_batch"]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, alpha = self.module(x.to(self.device))
+        return logits.float().cpu().numpy(), alpha.float().cpu().numpy() if alpha.shape[-1] > 0 else None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives hold ``<name>/code/``; fdrl checkpoints (also zip files) do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.split("/")[1:2] == ["code"] for n in zf.namelist())
+
+
+def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBackend | _TorchScriptBackend:
+    """The runtime for a model file: ``.onnx`` -> onnxruntime, a TorchScript archive -> torch.jit, else an fdrl
+    checkpoint. Each exposes ``classes``, ``prep``, ``face_detector`` and ``fixed_batch``."""
+    if path.suffix.lower() == ".onnx":
+        return _OnnxBackend(path)
+    if path.is_file() and _is_torchscript(path):
+        return _TorchScriptBackend(path, device)
+    return _TorchBackend(path, device)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -162,7 +206,7 @@ class Recognizer:
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, detector: str | None = None,
                  device: str = "cpu", batch_size: int = 64, model: str | None = None,
                  tta: str = DEFAULT_TTA) -> None:
-        """``checkpoint``: an fdrl .pt or exported .onnx file; or ``model``: a packaged model's name
+        """``checkpoint``: an fdrl .pt, exported .onnx or TorchScript file; or ``model``: a packaged model's name
         (``PACKAGED_MODELS``); neither: the default packaged model. ``detector=None``: the detector the checkpoint
         was trained with (``data.face_detector``), else opencv. ``tta``: ``none``, ``flip`` (2 views) or
         ``tencrop`` (10 views), probabilities averaged over the views."""
@@ -172,7 +216,7 @@ class Recognizer:
             raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
         path = Path(checkpoint) if checkpoint is not None else packaged_checkpoint(model or DEFAULT_MODEL)
         self.tta = tta
-        self.backend = _OnnxBackend(path) if path.suffix == ".onnx" else _TorchBackend(path, device)
+        self.backend = open_backend(path, device)
         self.classes: list[str] = list(self.backend.classes)
         self.prep: Preprocessing = self.backend.prep
         self.transform = BatchTransform(self.prep.mean, self.prep.std)
@@ -186,16 +230,23 @@ class Recognizer:
         return self.transform(torch.from_numpy(arr))
 
     def _classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (and alpha) averaged over the TTA views of each face."""
+        """Softmax probabilities and alphas averaged over the TTA views of each face, in chunks of
+        ``batch_size``; a model exported with a fixed batch gets chunks of exactly that size (the last one padded
+        with zeros, its extra rows dropped)."""
+        fixed = self.backend.fixed_batch
+        step = fixed or self.batch_size
         probs, alphas = [], []
-        for i in range(0, len(x), self.batch_size):
+        for i in range(0, len(x), step):
+            views = tta_views(x[i:i + step], self.tta)
+            n = len(views[0])
             p_sum, a_sum = 0.0, None
-            views = tta_views(x[i:i + self.batch_size], self.tta)
-            for view in views:
-                logits, alpha = self.backend(view)
-                p_sum = p_sum + _softmax(logits.astype(np.float64))
+            for chunk in views:
+                if fixed and n < fixed:
+                    chunk = torch.cat([chunk, chunk.new_zeros(fixed - n, *chunk.shape[1:])])
+                logits, alpha = self.backend(chunk)
+                p_sum = p_sum + _softmax(logits[:n].astype(np.float64))
                 if alpha is not None:
-                    a_sum = alpha if a_sum is None else a_sum + alpha
+                    a_sum = alpha[:n] if a_sum is None else a_sum + alpha[:n]
             probs.append(p_sum / len(views))
             if a_sum is not None:
                 alphas.append(a_sum / len(views))
@@ -257,6 +308,11 @@ class Recognizer:
         """Per-face predictions; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``)."""
         if isinstance(inputs, torch.Tensor):
             return self.predict_tensor(inputs)
+        return self.predict_images(self._inputs(inputs, bgr))
+
+    def predict_images(self, items: Iterable[tuple[str, Image.Image | Exception]]) -> PredictionResult:
+        """Images already decoded, each with its id (the HTTP server names them after the uploaded files); an
+        exception in place of an image marks it unreadable, its message becoming the status."""
         res = PredictionResult(classes=self.classes)
         pending: list[tuple[str, int, Face, Image.Image]] = []
 
@@ -269,7 +325,7 @@ class Recognizer:
                                                    None if alpha is None else alpha[i]))
             pending.clear()
 
-        for iid, image in self._inputs(inputs, bgr):
+        for iid, image in items:
             if isinstance(image, Exception):
                 res.images.append(ImageStatus(iid, f"unreadable: {image}"))
                 continue

@@ -1,0 +1,205 @@
+"""``fdrl serve``: the Recognizer behind a local HTTP API and a small web page (Starlette + uvicorn).
+
+``POST /v1/predict`` takes images as ``multipart/form-data`` and answers with exactly the JSON of
+``fdrl predict --format json`` (``PredictionResult.to_json``), the images named after the uploaded files.
+``GET /health`` says which model runs; ``GET /`` is the page (plain files in ``static/``, no build step).
+
+The model is loaded once. Decoding and inference run in one worker thread, so requests are served one at a
+time by the model (torch and onnxruntime use several cores for each), while the event loop keeps accepting
+connections and answering ``/health``. Limits: the request body (413 above ``max_upload_bytes``, checked from
+``Content-Length`` and again while reading), files per request, and pixels per image (a header check before
+decoding, against decompression bombs: a few kB of PNG can claim gigapixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..data.base import ImageReadError, to_rgb
+from .recognizer import Recognizer
+
+MB = 2**20
+STATIC_DIR = Path(str(resources.files("fdrl.inference") / "static"))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry; each is a ``fdrl serve`` option except ``max_files``."""
+
+    max_upload_bytes: int = 32 * MB  # the whole request body (the CLI's help repeats these two defaults)
+    max_pixels: int = 50_000_000  # per image (a 50-megapixel photo decodes to 150 MB of RGB)
+    max_files: int = 64
+
+
+def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """An uploaded file as RGB with EXIF orientation applied; :class:`ImageReadError` with the reason, raised
+    before any pixel is decoded when the header claims more than ``max_pixels``."""
+    if not data:
+        raise ImageReadError("zero-byte file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageReadError(f"{im.width}x{im.height} pixels ({im.width * im.height / 1e6:.1f} M) is over "
+                                     f"this server's limit of {max_pixels / 1e6:.1f} M pixels per image "
+                                     f"(fdrl serve --max-pixels)")
+            im.load()
+            return to_rgb(ImageOps.exif_transpose(im))
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object, of no use to the sender
+        raise ImageReadError("not a readable image (format not recognised)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"image too large (decompression-bomb limit): {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def _decoded(uploads: list[tuple[str, bytes]], max_pixels: int) -> Iterator[tuple[str, Image.Image | Exception]]:
+    """Lazily, so only one decoded photo is held at a time."""
+    for name, data in uploads:
+        try:
+            yield name, decode_upload(data, max_pixels)
+        except ImageReadError as exc:
+            yield name, exc
+
+
+def unique_names(names: list[str | None]) -> list[str]:
+    """Upload file names as image ids; repeats (every webcam frame is ``webcam.jpg``) get `` (2)``, `` (3)``..."""
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        name = name or f"upload{i}"
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+class BodyLimit:
+    """413 for a request body above ``limit`` bytes: at once from ``Content-Length``, else while it streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    def _too_large(self, size: str) -> HTTPException:
+        return HTTPException(413, f"request body of {size} is over this server's limit of "
+                                  f"{self.limit / MB:g} MB (fdrl serve --max-upload-mb)")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            await _error_response(self._too_large(f"{int(length) / MB:.1f} MB"))(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise self._too_large(f"more than {self.limit / MB:g} MB")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _error_response(exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error_response(exc)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+
+def create_app(recognizer: Recognizer, limits: Limits = Limits()) -> Starlette:
+    """The ASGI app around one loaded ``recognizer``; all inference happens in a single worker thread."""
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fdrl-inference")
+
+    def run(uploads: list[tuple[str, bytes]]) -> str:
+        return recognizer.predict_images(_decoded(uploads, limits.max_pixels)).to_json()
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": Path(recognizer.checkpoint).name,
+                             "classes": recognizer.classes, "detector": recognizer.detector.name,
+                             "input_size": recognizer.prep.input_size, "limits": asdict(limits)})
+
+    async def predict(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise HTTPException(415, "send the images as multipart/form-data, one file part each (field name "
+                                     f"'files'); got Content-Type {ctype or 'none'!r}")
+        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
+        try:
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            if not files:
+                raise HTTPException(400, "no image file in the request: send one or more file parts "
+                                         "(e.g. curl -F files=@photo.jpg)")
+            names = unique_names([f.filename for f in files])
+            uploads = [(n, await f.read()) for n, f in zip(names, files, strict=True)]
+        finally:
+            await form.close()
+        text = await asyncio.get_running_loop().run_in_executor(worker, run, uploads)
+        return Response(text, media_type="application/json")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        worker.shutdown(wait=True)
+
+    return Starlette(
+        routes=[Route("/", index), Route("/health", health), Route("/v1/predict", predict, methods=["POST"]),
+                Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
+        middleware=[Middleware(BodyLimit, limit=limits.max_upload_bytes)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    recognizer = Recognizer(args.checkpoint, model=args.model, detector=args.detector, device=args.device,
+                            tta=args.tta)
+    limits = Limits()
+    if args.max_upload_mb is not None:
+        limits = replace(limits, max_upload_bytes=int(args.max_upload_mb * MB))
+    if args.max_pixels is not None:
+        limits = replace(limits, max_pixels=args.max_pixels)
+    app = create_app(recognizer, limits)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"fdrl serve: warning: listening on {args.host}: anyone who can reach it can use the model "
+              "(there is no authentication)", file=sys.stderr)
+    print(f"fdrl serve: {Path(recognizer.checkpoint).name} with the {recognizer.detector.name} detector at "
+          f"http://{args.host}:{args.port}/ (Ctrl+C stops)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

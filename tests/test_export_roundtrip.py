@@ -1,0 +1,78 @@
+"""Export then predict, as a user would: the CLI's default export takes any number of faces, and a model exported
+with a fixed batch is fed in chunks of that size (last chunk padded), for ONNX and TorchScript alike."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fdrl
+from conftest import write_image
+from fdrl.checkpoint import CheckpointError, atomic_save, make_checkpoint
+from fdrl.cli import main
+from fdrl.config import Preprocessing
+from fdrl.inference.recognizer import Recognizer
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+FACES = 7  # more than the export's example batch (2) and not a multiple of the fixed batch below (4)
+needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faces")
+    return [str(write_image(d / f"{i}.png", (48, 48), seed=i)) for i in range(FACES)]
+
+
+def _predict_json(model, faces, capsys) -> dict:
+    assert main(["predict", *faces, "--checkpoint", str(model), "--detector", "none", "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("fmt,fixed", [pytest.param("onnx", None, marks=needs_ort), ("torchscript", None),
+                                       pytest.param("onnx", 4, marks=needs_ort), ("torchscript", 4)])
+def test_exported_model_predicts_more_faces_than_any_batch(ckpt, faces, tmp_path, capsys, fmt, fixed):
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")  # TorchScript with the .pt suffix users tend to give
+    extra = ["--fixed-batch", str(fixed)] if fixed else []
+    assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out), *extra]) == 0
+    assert ("any batch size" if fixed is None else f"fixed batch of {fixed}") in capsys.readouterr().out
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        batch_dim = ort.InferenceSession(str(out)).get_inputs()[0].shape[0]
+        assert batch_dim == (fixed or "batch")  # dynamic (a named axis) unless fixed
+    rec = Recognizer(out, detector="none")
+    assert rec.backend.fixed_batch == fixed
+    ref, got = _predict_json(ckpt, faces, capsys), _predict_json(out, faces, capsys)
+    assert len(got["faces"]) == FACES and [s["status"] for s in got["images"]] == ["ok"] * FACES
+    for a, b in zip(got["faces"], ref["faces"], strict=True):
+        assert (a["image_id"], a["label"]) == (b["image_id"], b["label"])
+        np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-4)
+        np.testing.assert_allclose(a["alpha"], b["alpha"], atol=1e-4)
+    tensor = rec.predict(torch.rand(FACES, 1, 40, 40))  # the pre-cropped path goes through the same chunking
+    assert len(tensor.faces) == FACES
+
+
+def test_fixed_batch_must_be_positive(ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "m.pt"),
+              "--fixed-batch", "0"])
+    assert "expected a positive whole number" in capsys.readouterr().err
+
+
+def test_foreign_torchscript_is_refused_clearly(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(3, 2), torch.randn(1, 3)), str(path))
+    with pytest.raises(CheckpointError, match="not exported by fdrl"):
+        Recognizer(path, detector="none")
