@@ -209,7 +209,7 @@ def test_serve_cli_errors_are_one_line(capsys, monkeypatch):
 
     assert main(["serve", "--model", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no packaged model 'nope'" in err[0] and "fdrl_fer2013" in err[0]
+    assert len(err) == 1 and "unknown packaged model 'nope'" in err[0] and "fer2013" in err[0]
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the serve extra were not installed
     assert main(["serve"]) == 2
     assert "pip install 'fdrl[serve]'" in capsys.readouterr().err
