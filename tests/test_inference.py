@@ -164,7 +164,7 @@ def test_dlib_finds_real_faces_in_a_composed_photo(ckpt, tmp_path):
 @pytest.mark.data
 def test_mtcnn_finds_real_faces_and_their_eyes(tmp_path):
     pytest.importorskip("facenet_pytorch")  # not in CI (needs torchvision); run where it is installed
-    from fdrl.inference.detect import create_detector
+    from fdrl.faces import create_detector
 
     faces = create_detector("mtcnn").detect(Image.open(_group_photo(tmp_path)))
     _check_boxes(faces, 5)
@@ -176,15 +176,31 @@ def test_mtcnn_finds_real_faces_and_their_eyes(tmp_path):
 
 def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys):
     import sys
-    import typing
 
-    from fdrl.cli import DETECTOR_NAMES
-    from fdrl.config import DataConfig
-    from fdrl.inference.detect import DETECTORS, DetectorError, create_detector
+    from fdrl.cli import build_parser
+    from fdrl.config import ConfigError, load_config
+    from fdrl.errors import UnknownNameError
+    from fdrl.faces import DETECTORS, DetectorError, create_detector
 
-    assert DETECTOR_NAMES == DETECTORS
-    assert set(typing.get_args(typing.get_type_hints(DataConfig)["face_detector"])) == set(DETECTORS)
+    # one table: every --detector/--face-detector option offers exactly its names, and the config checks them
+    def options(parser):
+        for a in parser._actions:
+            yield a
+            for sub in (a.choices or {}).values() if isinstance(a.choices, dict) else ():
+                yield from options(sub) if hasattr(sub, "_actions") else ()
+
+    actions = [a for a in options(build_parser()) if a.dest in ("detector", "face_detector")]
+    assert len(actions) == 4 and all(a.choices is DETECTORS for a in actions)  # eval, data check, prepare, predict
+    assert list(DETECTORS) == ["opencv", "dlib", "mtcnn", "none"]
+    for name in DETECTORS:
+        assert load_config(None, [f"data.preprocessing.face_detector={name}"]).data.preprocessing.face_detector == name
+    with pytest.raises(ConfigError, match="face_detector: unknown detector 'haar'"):
+        load_config(None, ["data.preprocessing.face_detector=haar"])
     with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, none"):
+        create_detector("haar")
+    with pytest.raises(KeyError):  # also a KeyError and an UnknownNameError, for callers' habits
+        create_detector("haar")
+    with pytest.raises(UnknownNameError):
         create_detector("haar")
     monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "dlib", None)

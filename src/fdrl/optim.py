@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .literals import check_literal_fields
+
 
 @dataclass
 class OptimConfig:
@@ -25,8 +27,7 @@ class OptimConfig:
     grad_clip: float | None = None  # max global gradient norm (None: no clipping, as in the paper)
 
     def __post_init__(self) -> None:
-        if self.name not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"optim.name must be adam, adamw or sgd, got {self.name!r}")
+        check_literal_fields(self)
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list
 
 
@@ -38,8 +39,7 @@ class SchedConfig:
     warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
-        if self.name not in ("multistep", "cosine", "constant"):
-            raise ValueError(f"sched.name must be multistep, cosine or constant, got {self.name!r}")
+        check_literal_fields(self)
 
 
 def _no_decay(name: str, param: nn.Parameter, norm_params: set[int]) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, UnknownDatasetError
 from . import datasets as D
 from . import sequences as S
 from .base import FERDataset
@@ -70,7 +70,7 @@ def list_datasets() -> list[str]:
 def dataset_info(name: str) -> DatasetInfo:
     if name not in _DATASETS:
         close = difflib.get_close_matches(name, _DATASETS, n=3)
-        raise DataError(f"unknown dataset {name!r}" + (f"; did you mean {close}?" if close else "")
+        raise UnknownDatasetError(f"unknown dataset {name!r}" + (f"; did you mean {close}?" if close else "")
                         + f" (available: {', '.join(list_datasets())})")
     return _DATASETS[name]
 

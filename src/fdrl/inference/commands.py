@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+from ..data.base import VIDEO_EXTENSIONS
 
 
 def _is_video(item: str) -> bool:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
+from ..errors import CheckpointError
 
 
 class ExportWrapper(nn.Module):
@@ -36,7 +37,6 @@ def _metadata(loaded) -> dict[str, str]:
         "classes": json.dumps(loaded.classes),
         "preprocessing": json.dumps(dataclasses.asdict(loaded.preprocessing)),
         "model_config": json.dumps(loaded.raw["model_config"]),
-        "face_detector": loaded.face_detector or "",
     }
 
 
@@ -65,9 +65,11 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
 def read_onnx_metadata(session) -> dict[str, Any]:
     meta = session.get_modelmeta().custom_metadata_map
     if "fdrl_format" not in meta:
-        raise ValueError("this ONNX file was not exported by fdrl (no preprocessing metadata)")
-    return {"classes": json.loads(meta["classes"]), "preprocessing": json.loads(meta["preprocessing"]),
-            "model_name": meta["model_name"], "face_detector": meta.get("face_detector") or None}
+        raise CheckpointError("this ONNX file was not exported by fdrl (no preprocessing metadata)")
+    prep = json.loads(meta["preprocessing"])
+    if meta.get("face_detector"):  # files exported before the detector joined the preprocessing record
+        prep["face_detector"] = meta["face_detector"]
+    return {"classes": json.loads(meta["classes"]), "preprocessing": prep, "model_name": meta["model_name"]}
 
 
 def export_torchscript(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, str]:

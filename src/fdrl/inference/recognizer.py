@@ -22,7 +22,7 @@ from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array
-from .detect import Face, create_detector, crop_face
+from ..faces import Face, create_detector, crop_face
 
 DEFAULT_MODEL = "fdrl_fer2013.pt"
 
@@ -104,7 +104,6 @@ class _TorchBackend:
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
         self.classes, self.prep = loaded.classes, loaded.preprocessing
-        self.face_detector = loaded.face_detector
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -121,7 +120,6 @@ class _OnnxBackend:
         self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
         meta = read_onnx_metadata(self.session)
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
-        self.face_detector = meta["face_detector"]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -153,13 +151,14 @@ class Recognizer:
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, detector: str | None = None,
                  device: str = "cpu", batch_size: int = 64) -> None:
-        """``detector=None``: the detector the checkpoint was trained with (``data.face_detector``), else opencv."""
+        """``detector=None``: the detector the checkpoint was trained with (its preprocessing), else opencv."""
         path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
         self.backend = _OnnxBackend(path) if path.suffix == ".onnx" else _TorchBackend(path, device)
         self.classes: list[str] = list(self.backend.classes)
         self.prep: Preprocessing = self.backend.prep
         self.transform = BatchTransform(self.prep.mean, self.prep.std)
-        self.detector = create_detector(detector or self.backend.face_detector or "opencv", device=device)
+        trained = self.prep.face_detector
+        self.detector = create_detector(detector or (trained if trained != "none" else "opencv"), device=device)
         self.batch_size = batch_size
         self.checkpoint = str(path)
 

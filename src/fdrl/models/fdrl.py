@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..literals import check_literal_fields
 from .resnet import ResNet18Trunk
 
 
@@ -41,10 +42,7 @@ class FDRLConfig:
             raise ValueError("num_latent, latent_dim and intra_out_dim must be positive")
         if not 0.0 <= self.delta <= 1.0:
             raise ValueError(f"delta must lie in [0, 1], got {self.delta}")
-        if self.alpha_reduce not in ("l1", "mean"):
-            raise ValueError(f"alpha_reduce must be 'l1' or 'mean', got {self.alpha_reduce!r}")
-        if self.inter_w_norm not in ("none", "row_sum"):
-            raise ValueError(f"inter_w_norm must be 'none' or 'row_sum', got {self.inter_w_norm!r}")
+        check_literal_fields(self)
 
 
 @dataclass
