@@ -164,10 +164,13 @@ class Recognizer:
 
     # ---- preprocessing -----------------------------------------------------------------------------------
     def face_tensor(self, crops: list[Image.Image]) -> torch.Tensor:
+        """Face crops -> the normalised model input batch, preprocessed as the checkpoint says."""
         arr = np.stack([pil_to_array(c, self.prep.input_size, self.prep.grayscale) for c in crops])
         return self.transform(torch.from_numpy(arr))
 
-    def _classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (N, K) and alpha (N, M) or None of a normalised face batch from
+        :meth:`face_tensor`; for callers that crop faces themselves (e.g. ``scripts/choose_face_margin.py``)."""
         probs, alphas = [], []
         for i in range(0, len(x), self.batch_size):
             logits, alpha = self.backend(x[i:i + self.batch_size])
@@ -213,7 +216,7 @@ class Recognizer:
             x = x.to(torch.uint8)
         x = torch.nn.functional.interpolate(x.float(), size=(self.prep.input_size,) * 2, mode="bilinear",
                                            align_corners=False).round().clamp(0, 255).to(torch.uint8)
-        probs, alpha = self._classify(self.transform(x))
+        probs, alpha = self.classify(self.transform(x))
         res = PredictionResult(classes=self.classes)
         for i in range(len(x)):
             iid = f"tensor{i}"
@@ -238,7 +241,7 @@ class Recognizer:
         def flush() -> None:
             if not pending:
                 return
-            probs, alpha = self._classify(self.face_tensor([c for *_, c in pending]))
+            probs, alpha = self.classify(self.face_tensor([c for *_, c in pending]))
             for i, (iid, k, face, _) in enumerate(pending):
                 res.faces.append(self._face_result(iid, k, face.box, face.score, probs[i],
                                                    None if alpha is None else alpha[i]))
@@ -263,7 +266,7 @@ class Recognizer:
 
         def flush():
             crops = [c for *_, cs in buf for c in cs]
-            probs, alpha = self._classify(self.face_tensor(crops)) if crops else (None, None)
+            probs, alpha = self.classify(self.face_tensor(crops)) if crops else (None, None)
             n = 0
             for idx, arr, faces, _ in buf:
                 out = []
