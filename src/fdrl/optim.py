@@ -54,13 +54,14 @@ def param_groups(model: nn.Module, criterion: nn.Module | None, cfg: OptimConfig
         if isinstance(m, nn.modules.batchnorm._NormBase | nn.LayerNorm | nn.GroupNorm)
         for p in m.parameters(recurse=False)
     }
+    trunk = {id(p) for p in model.backbone.parameters()}  # by identity, whatever the parameter names
     buckets: dict[str, list[nn.Parameter]] = {
         "backbone_decay": [], "backbone_no_decay": [], "heads_decay": [], "heads_no_decay": []
     }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        part = "backbone" if name.startswith("backbone.") else "heads"
+        part = "backbone" if id(p) in trunk else "heads"
         buckets[f"{part}_{'no_decay' if _no_decay(name, p, norm_params) else 'decay'}"].append(p)
     groups = []
     for gname, params in buckets.items():

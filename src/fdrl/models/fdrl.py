@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..literals import check_literal_fields
-from .resnet import ResNet18Trunk
+from .trunks import build_trunk, check_trunk_name
 
 
 @dataclass
@@ -34,6 +34,7 @@ class FDRLConfig:
     # reconstructed feature's scale near the latent one. See docs/results.md for why this matters from scratch.
     alpha_reduce: Literal["l1", "mean"] = "l1"
     pretrained_path: str | None = None  # local ResNet-18 weights (torchvision or MS-Celeb format)
+    trunk: str = "resnet18"  # a name in fdrl.models.trunks.TRUNKS
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -43,6 +44,7 @@ class FDRLConfig:
         if not 0.0 <= self.delta <= 1.0:
             raise ValueError(f"delta must lie in [0, 1], got {self.delta}")
         check_literal_fields(self)
+        check_trunk_name(self.trunk)
 
 
 @dataclass
@@ -89,14 +91,14 @@ class BranchLinear(nn.Module):
 
 
 class FDRL(nn.Module):
-    """ResNet-18 trunk -> FDN -> FRN (Intra-RM, Inter-RM) -> sum -> EPN."""
+    """Trunk (ResNet-18 by default) -> FDN -> FRN (Intra-RM, Inter-RM) -> sum -> EPN."""
 
     def __init__(self, config: FDRLConfig) -> None:
         super().__init__()
         self.config = config
         c = config
-        self.backbone = ResNet18Trunk()
-        # FDN: M separate FC(512->P)+ReLU. Never shared: every branch sees the same x.
+        self.backbone = build_trunk(c.trunk)
+        # FDN: M separate FC(num_features->P)+ReLU. Never shared: every branch sees the same x.
         self.fdn = BranchLinear(c.num_latent, self.backbone.num_features, c.latent_dim, bias=c.linear_bias)
         # Intra-RM: per-branch FC(P->intra_out_dim)+Sigmoid; alpha is the L1 norm of that vector.
         self.intra = BranchLinear(
@@ -148,17 +150,19 @@ class BaselineConfig:
 
     num_classes: int = 7
     pretrained_path: str | None = None
+    trunk: str = "resnet18"  # a name in fdrl.models.trunks.TRUNKS
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        check_trunk_name(self.trunk)
 
 
 class BaselineResNet18(nn.Module):
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = ResNet18Trunk()
+        self.backbone = build_trunk(config.trunk)
         self.classifier = nn.Linear(self.backbone.num_features, config.num_classes)
 
     @property
