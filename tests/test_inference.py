@@ -367,6 +367,21 @@ def test_prepare_crops_real_faces_with_each_detector(tmp_path, detector):
     assert out.shape == (96, 96, 3) and backdrop < 0.05  # the crop lies on the pasted face
 
 
+def test_cli_shows_fdrl_errors_as_one_line_and_bugs_with_their_traceback(monkeypatch, capsys):
+    import fdrl.cli
+
+    assert main(["models", "fdrl_resnet81"]) == 2  # an unknown name: an FdrlError that is also a KeyError
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model 'fdrl_resnet81'" in err[0] and "did you mean" in err[0]
+
+    def bug(args):
+        return {}["internal"]
+
+    monkeypatch.setattr(fdrl.cli, "_cmd_models", bug)
+    with pytest.raises(KeyError, match="internal"):  # a plain KeyError is a bug, not the user's input
+        main(["models"])
+
+
 def test_cli_help_does_not_import_torch():
     import subprocess
     import sys
