@@ -8,6 +8,9 @@ also derives from the built-in exception callers caught before it existed (``Val
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class FdrlError(Exception):
     """Base of every user-facing error: bad files, configs, names, checkpoints, runs that cannot go on."""
@@ -18,6 +21,15 @@ class UnknownNameError(FdrlError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; a user-facing one reads as plain text
         return str(self.args[0]) if self.args else ""
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str],
+                 error: type[UnknownNameError] = UnknownNameError) -> UnknownNameError:
+    """The error for a name missing from a registry: the closest names, then every registered one."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3)
+    return error(f"unknown {kind} {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+                 + f" (available: {', '.join(known)})")
 
 
 class ConfigError(FdrlError, ValueError):

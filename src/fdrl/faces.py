@@ -19,7 +19,6 @@ in :data:`DETECTORS`.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from .errors import DetectorError, ImageReadError, UnknownDetectorError
+from .errors import DetectorError, ImageReadError, UnknownDetectorError, unknown_name
 
 DEFAULT_MARGIN = 0.2  # detector box enlarged by this fraction per side before cropping (Preprocessing.face_margin)
 
@@ -212,9 +211,7 @@ DETECTORS: dict[str, Callable[[str], Detector]] = {
 def check_detector_name(name: str) -> str:
     """``name`` itself when it is a registered detector, else :class:`UnknownDetectorError` listing them."""
     if name not in DETECTORS:
-        close = difflib.get_close_matches(name, DETECTORS, n=2)
-        raise UnknownDetectorError(f"unknown detector {name!r}" + (f"; did you mean {close}?" if close else "")
-                                   + f" (available: {', '.join(DETECTORS)})")
+        raise unknown_name("detector", name, DETECTORS, UnknownDetectorError)
     return name
 
 

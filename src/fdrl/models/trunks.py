@@ -7,13 +7,12 @@ which sizes the heads. A new trunk is a module plus one entry in :data:`TRUNKS`;
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import unknown_name
 from .resnet import ResNet18Trunk
 
 TRUNKS: dict[str, Callable[..., nn.Module]] = {
@@ -22,11 +21,9 @@ TRUNKS: dict[str, Callable[..., nn.Module]] = {
 
 
 def check_trunk_name(name: str) -> str:
-    """``name`` itself when it is a registered trunk, else :class:`UnknownNameError` listing them."""
+    """``name`` itself when it is a registered trunk, else :class:`~fdrl.errors.UnknownNameError` listing them."""
     if name not in TRUNKS:
-        close = difflib.get_close_matches(name, TRUNKS, n=2)
-        raise UnknownNameError(f"unknown trunk {name!r}" + (f"; did you mean {close}?" if close else "")
-                               + f" (available: {', '.join(TRUNKS)})")
+        raise unknown_name("trunk", name, TRUNKS)
     return name
 
 
