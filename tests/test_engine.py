@@ -235,7 +235,7 @@ def test_kfold_protocol_reports_mean_and_std(tmp_path, dataset):
 def test_val_carved_from_train_is_never_trained_on(tmp_path):
     """Default splits (train, val) on a tree without val/: val = train/holdout and train = train/fit."""
     from conftest import write_image
-    from fdrl.engine.trainer import load_splits
+    from fdrl.data.loading import load_splits
 
     for cls in ("a", "b"):
         for i in range(5):

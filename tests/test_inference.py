@@ -230,11 +230,11 @@ def test_predict_uses_the_detector_the_model_was_trained_with(tmp_path):
 
 @pytest.mark.data
 def test_face_crop_of_uncropped_frames_in_training_data(tmp_path):
-    """data.face_detector: faces are cropped before resizing, frames without one are counted skips."""
+    """preprocessing.face_detector: faces are cropped before resizing, frames without one are counted skips."""
     from fdrl.config import load_config
     from fdrl.data import create_dataset
+    from fdrl.data.loading import load_splits
     from fdrl.data.tensors import decode_dataset
-    from fdrl.engine.trainer import load_splits
 
     face = sorted((shared("fer2013") / "test" / "happy").glob("PublicTest_*.jpg"))[0]
     for split in ("train", "val", "test"):
