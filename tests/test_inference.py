@@ -389,9 +389,9 @@ def test_cli_help_does_not_import_torch():
     code = ("import sys, contextlib, io, fdrl.cli\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
             "    fdrl.cli.main(['--help'])\n"
-            "print('torch' in sys.modules)")
+            "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"  # the detector names come from fdrl.faces without its backends
 
 
 def test_thousands_of_files(rec, tmp_path):

@@ -8,7 +8,6 @@ also derives from the built-in exception callers caught before it existed (``Val
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -26,6 +25,8 @@ class UnknownNameError(FdrlError, KeyError):
 def unknown_name(kind: str, name: str, known: Iterable[str],
                  error: type[UnknownNameError] = UnknownNameError) -> UnknownNameError:
     """The error for a name missing from a registry: the closest names, then every registered one."""
+    import difflib  # here: the CLI imports this module at start-up
+
     known = list(known)
     close = difflib.get_close_matches(name, known, n=3)
     return error(f"unknown {kind} {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")

@@ -21,19 +21,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .errors import DetectorError, ImageReadError, UnknownDetectorError, unknown_name
 
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+# numpy, PIL and the backends' packages are imported where they are used: the CLI reads DETECTORS and
+# DEFAULT_MARGIN for its options and must answer `fdrl --help` without loading them.
 DEFAULT_MARGIN = 0.2  # detector box enlarged by this fraction per side before cropping (Preprocessing.face_margin)
 
 
-@dataclass
-class Face:
+class Face(NamedTuple):
+    """One detected face (a plain record: cheap to import, immutable)."""
+
     box: tuple[int, int, int, int]  # x, y, w, h in the original image
     score: float  # detector confidence (Haar: level weight; "none": 1.0)
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None  # left, right eye centres (image coords)
@@ -117,6 +120,8 @@ class OpenCVDetector:
         self.max_side = max_side
 
     def detect(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
         gray = np.asarray(image.convert("L"))
         small, scale = _downscale(gray, self.max_side)
         small = self.cv2.equalizeHist(small)
@@ -146,6 +151,8 @@ class DlibDetector:
         self.eyes = HaarEyes() if align else None
 
     def detect(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
         rgb = np.asarray(image.convert("RGB"))
         small, scale = _downscale(rgb, self.max_side)
         rects, scores, _ = self.detector.run(np.ascontiguousarray(small), self.upsample, self.threshold)
@@ -178,6 +185,8 @@ class MTCNNDetector:
         self.threshold, self.align = threshold, align
 
     def detect(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
         image = image.convert("RGB")
         boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
         if boxes is None:
@@ -232,6 +241,8 @@ class FaceCropper:
         self.key = f"{detector}:{margin}:{'rot' if try_rotations else 'upright'}"  # part of the cache fingerprint
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        from PIL import Image
+
         turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270) if self.try_rotations else (None,)
         for turn in turns:
             view = image.transpose(turn) if turn is not None else image
@@ -243,6 +254,8 @@ class FaceCropper:
 
 def crop_face(image: Image.Image, face: Face, margin: float) -> Image.Image:
     """Square crop around the face box enlarged by ``margin`` per side, rotated so the eyes are level."""
+    from PIL import Image
+
     x, y, w, h = face.box
     cx, cy = x + w / 2, y + h / 2
     side = max(w, h) * (1 + 2 * margin)
