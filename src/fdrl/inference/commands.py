@@ -55,6 +55,7 @@ def predict_command(args: argparse.Namespace) -> int:
         result.images += vres.images
     text = _render(result.rows(), args.format, result.to_json())
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
         print(f"wrote {len(result.faces)} face rows for {len(result.images)} inputs to {args.out}", file=sys.stderr)
     else:
@@ -143,6 +144,7 @@ def export_command(args: argparse.Namespace) -> int:
     from .recognizer import default_checkpoint
 
     ckpt = args.checkpoint or default_checkpoint()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.format == "onnx":
         export_onnx(ckpt, args.out, dynamic_batch=args.dynamic_batch)
     else:
