@@ -56,7 +56,7 @@ def score(faces, boxes) -> tuple[set[int], int, int]:
 
 
 def main() -> None:
-    from fdrl.inference.detect import DetectorError, create_detector
+    from fdrl.faces import DetectorError, create_detector
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="../shared/data/fer2013", help="FER2013 image-folder release")

@@ -20,6 +20,7 @@ import torch
 
 def measure(args: argparse.Namespace) -> dict:
     import fdrl
+    from fdrl.engine.runtime import amp_dtype
 
     torch.manual_seed(0)
     dev = torch.device(args.device)
@@ -32,7 +33,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 7, (args.batch_size,), device=dev)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    dtype = amp_dtype(args.amp, dev)
 
     def step() -> None:
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):

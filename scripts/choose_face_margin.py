@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fdrl import Recognizer
 from fdrl.checkpoint import atomic_save, read_checkpoint
-from fdrl.data.registry import create_dataset
-from fdrl.inference.detect import crop_face
-from fdrl.inference.recognizer import Recognizer
+from fdrl.data import create_dataset
+from fdrl.faces import crop_face
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     print(f"{len(labels)}/{len(idx)} faces detected on {args.dataset}/{args.split}")
     best = None
     for m in margins:
-        probs, _ = rec._classify(rec.face_tensor(crops[m]))
+        probs, _ = rec.classify(rec.face_tensor(crops[m]))
         acc = float((torch.from_numpy(probs).argmax(1) == labels_t).float().mean())
         print(f"margin {m:.2f}: accuracy {acc * 100:.2f} %")
         best = (acc, m) if best is None or acc > best[0] else best

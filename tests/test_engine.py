@@ -71,6 +71,8 @@ def test_train_selects_on_val_and_tests_best_and_last(tmp_path):
             assert (tmp_path / which / f).is_file(), f
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all("val_accuracy" in r for r in rows)
+    parts = {k.removeprefix("train_") for k in rows[0] if k.startswith("train_")}  # what the criterion returns
+    assert parts == {"loss", "cls", "compactness", "balance", "distribution", "accuracy"}
     best_epoch = 1 + max(range(2), key=lambda i: (rows[i]["val_accuracy"], -i))
     assert s["best"]["epoch"] == best_epoch and s["last"]["epoch"] == 2
     m = json.loads((tmp_path / "report_best" / "metrics.json").read_text())
@@ -160,6 +162,17 @@ def test_init_from_checkpoint(tmp_path):
     torch.testing.assert_close(dst.fdn.weight, src.fdn.weight, atol=1e-8, rtol=0)
 
 
+def test_literal_fields_are_checked_with_the_full_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.amp must be one of \['none', 'bf16', 'fp16'\], got 'fp8'"):
+        load_config(None, ["train.amp=fp8"])
+    (tmp_path / "c.yaml").write_text("loss: {centre_update: wenn}\n")
+    with pytest.raises(ConfigError, match=r"loss\.centre_update must be one of \['wen', 'learned'\], got 'wenn'"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="alpha_reduce must be one of"):  # model overrides: the same rule
+        load_config(None, ["model.alpha_reduce=sum"])
+    assert load_config(None, ["train.amp=bf16"]).train.amp == "bf16"
+
+
 def test_numbers_without_a_dot_are_numbers():
     cfg = load_config(None, ["optim.lr=1e-3", "loss.lambda_balance=1"])
     assert cfg.optim.lr == 1e-3 and isinstance(cfg.loss.lambda_balance, float)
@@ -190,6 +203,13 @@ def test_eval_command_writes_report(tmp_path, capsys):
     assert code == 0 and "accuracy" in capsys.readouterr().out
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["num_samples"] == 21 and "accuracy_tta_flip" in m and (tmp_path / "ev" / "alpha_by_class.png").is_file()
+    # the library function behind `fdrl eval` gives the same figures, without writing anything
+    lib = fdrl.evaluate_checkpoint(tmp_path / "run" / "best.pt", "synthetic", None, "test", tta="flip",
+                                   options={"eval_size": 21, "image_size": 32})
+    assert json.loads(json.dumps(lib)) == m and "train_overlap" not in m
+    overlap = fdrl.evaluate_checkpoint(tmp_path / "run" / "best.pt", "synthetic", None, "train",
+                                       options={"train_size": 96, "eval_size": 42, "image_size": 32})
+    assert overlap["train_overlap"] == 96  # evaluating on the training split is counted and warned about
 
 
 @pytest.mark.parametrize("dataset", ["ckplus", "mmi"])
@@ -215,7 +235,7 @@ def test_kfold_protocol_reports_mean_and_std(tmp_path, dataset):
 def test_val_carved_from_train_is_never_trained_on(tmp_path):
     """Default splits (train, val) on a tree without val/: val = train/holdout and train = train/fit."""
     from conftest import write_image
-    from fdrl.engine.trainer import load_splits
+    from fdrl.data.loading import load_splits
 
     for cls in ("a", "b"):
         for i in range(5):

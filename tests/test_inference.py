@@ -164,7 +164,7 @@ def test_dlib_finds_real_faces_in_a_composed_photo(ckpt, tmp_path):
 @pytest.mark.data
 def test_mtcnn_finds_real_faces_and_their_eyes(tmp_path):
     pytest.importorskip("facenet_pytorch")  # not in CI (needs torchvision); run where it is installed
-    from fdrl.inference.detect import create_detector
+    from fdrl.faces import create_detector
 
     faces = create_detector("mtcnn").detect(Image.open(_group_photo(tmp_path)))
     _check_boxes(faces, 5)
@@ -176,15 +176,31 @@ def test_mtcnn_finds_real_faces_and_their_eyes(tmp_path):
 
 def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys):
     import sys
-    import typing
 
-    from fdrl.cli import DETECTOR_NAMES
-    from fdrl.config import DataConfig
-    from fdrl.inference.detect import DETECTORS, DetectorError, create_detector
+    from fdrl.cli import build_parser
+    from fdrl.config import ConfigError, load_config
+    from fdrl.errors import UnknownNameError
+    from fdrl.faces import DETECTORS, DetectorError, create_detector
 
-    assert DETECTOR_NAMES == DETECTORS
-    assert set(typing.get_args(typing.get_type_hints(DataConfig)["face_detector"])) == set(DETECTORS)
+    # one table: every --detector/--face-detector option offers exactly its names, and the config checks them
+    def options(parser):
+        for a in parser._actions:
+            yield a
+            for sub in (a.choices or {}).values() if isinstance(a.choices, dict) else ():
+                yield from options(sub) if hasattr(sub, "_actions") else ()
+
+    actions = [a for a in options(build_parser()) if a.dest in ("detector", "face_detector")]
+    assert len(actions) == 4 and all(a.choices is DETECTORS for a in actions)  # eval, data check, prepare, predict
+    assert list(DETECTORS) == ["opencv", "dlib", "mtcnn", "none"]
+    for name in DETECTORS:
+        assert load_config(None, [f"data.preprocessing.face_detector={name}"]).data.preprocessing.face_detector == name
+    with pytest.raises(ConfigError, match="face_detector: unknown detector 'haar'"):
+        load_config(None, ["data.preprocessing.face_detector=haar"])
     with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, none"):
+        create_detector("haar")
+    with pytest.raises(KeyError):  # also a KeyError and an UnknownNameError, for callers' habits
+        create_detector("haar")
+    with pytest.raises(UnknownNameError):
         create_detector("haar")
     monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "dlib", None)
@@ -214,11 +230,11 @@ def test_predict_uses_the_detector_the_model_was_trained_with(tmp_path):
 
 @pytest.mark.data
 def test_face_crop_of_uncropped_frames_in_training_data(tmp_path):
-    """data.face_detector: faces are cropped before resizing, frames without one are counted skips."""
+    """preprocessing.face_detector: faces are cropped before resizing, frames without one are counted skips."""
     from fdrl.config import load_config
     from fdrl.data import create_dataset
+    from fdrl.data.loading import load_splits
     from fdrl.data.tensors import decode_dataset
-    from fdrl.engine.trainer import load_splits
 
     face = sorted((shared("fer2013") / "test" / "happy").glob("PublicTest_*.jpg"))[0]
     for split in ("train", "val", "test"):
@@ -351,6 +367,21 @@ def test_prepare_crops_real_faces_with_each_detector(tmp_path, detector):
     assert out.shape == (96, 96, 3) and backdrop < 0.05  # the crop lies on the pasted face
 
 
+def test_cli_shows_fdrl_errors_as_one_line_and_bugs_with_their_traceback(monkeypatch, capsys):
+    import fdrl.cli
+
+    assert main(["models", "fdrl_resnet81"]) == 2  # an unknown name: an FdrlError that is also a KeyError
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model 'fdrl_resnet81'" in err[0] and "did you mean" in err[0]
+
+    def bug(args):
+        return {}["internal"]
+
+    monkeypatch.setattr(fdrl.cli, "_cmd_models", bug)
+    with pytest.raises(KeyError, match="internal"):  # a plain KeyError is a bug, not the user's input
+        main(["models"])
+
+
 def test_cli_help_does_not_import_torch():
     import subprocess
     import sys
@@ -358,9 +389,9 @@ def test_cli_help_does_not_import_torch():
     code = ("import sys, contextlib, io, fdrl.cli\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
             "    fdrl.cli.main(['--help'])\n"
-            "print('torch' in sys.modules)")
+            "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"  # the detector names come from fdrl.faces without its backends
 
 
 def test_thousands_of_files(rec, tmp_path):

@@ -103,6 +103,34 @@ def test_switches_change_structure():
         FDRLConfig(delta=1.5)
 
 
+def test_a_second_trunk_plugs_in_by_name(monkeypatch):
+    from torch import nn
+
+    from fdrl.models import TRUNKS
+    from fdrl.optim import OptimConfig, param_groups
+
+    class Tiny(nn.Module):
+        num_features = 16
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3))
+
+    monkeypatch.setitem(TRUNKS, "tiny", Tiny)
+    for name in ("fdrl_resnet18", "baseline_resnet18"):
+        m = fdrl.create_model(name, num_classes=5, trunk="tiny")
+        assert m(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
+        groups = {g["name"]: g["params"] for g in param_groups(m, None, OptimConfig())}
+        assert {id(p) for p in groups["backbone_decay"] + groups["backbone_no_decay"]} == {
+            id(p) for p in m.backbone.parameters()}
+    assert fdrl.create_model("fdrl_resnet18", trunk="tiny").fdn.weight.shape[-1] == 16
+    with pytest.raises(KeyError, match="unknown trunk 'resnet50'.*available: .*tiny"):
+        fdrl.create_model("fdrl_resnet18", trunk="resnet50")
+
+
 def test_fdn_branches_are_distinct(model):
     out = model.forward_head(torch.randn(3, 512))
     assert not torch.allclose(out.latent[:, 0], out.latent[:, 1])

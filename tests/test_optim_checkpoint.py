@@ -32,6 +32,27 @@ def test_every_trainable_parameter_in_exactly_one_group(centre_update):
                 assert g["weight_decay"] == 0.0, n
 
 
+def test_old_checkpoint_without_detector_in_preprocessing_loads(tmp_path):
+    """Before the detector joined the preprocessing record it lived in the run config's data.face_detector,
+    and model configs had no trunk field."""
+    from fdrl.config import load_config, to_dict
+
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3)
+    cfg = to_dict(load_config(None, ["model.num_latent=3"]))
+    del cfg["data"]["preprocessing"]["face_detector"]
+    cfg["data"]["face_detector"] = "opencv"
+    ck = make_checkpoint(model, list("abcdefg"), Preprocessing(input_size=48), fdrl.create_criterion(model),
+                         config=cfg)
+    del ck["preprocessing"]["face_detector"], ck["model_config"]["trunk"]
+    atomic_save(ck, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt", with_criterion=True)
+    assert loaded.face_detector == "opencv" and loaded.preprocessing.face_detector == "opencv"
+    assert loaded.preprocessing.input_size == 48 and loaded.model.config.trunk == "resnet18"
+    assert loaded.criterion is not None  # the old config still parses (data.face_detector moved, not lost)
+    atomic_save(make_checkpoint(model, list("abcdefg"), Preprocessing(face_detector="dlib")), tmp_path / "new.pt")
+    assert load_checkpoint(tmp_path / "new.pt").face_detector == "dlib"
+
+
 def test_paper_recipe_defaults():
     cfg, sched = OptimConfig(), SchedConfig()
     assert (cfg.name, cfg.lr, cfg.betas, cfg.weight_decay) == ("adam", 1e-4, (0.5, 0.999), 0.0)

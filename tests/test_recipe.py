@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 import fdrl
-from fdrl.config import load_config
+from fdrl.config import ConfigError, load_config
 from fdrl.data.mix import mix_batch
-from fdrl.engine import amp as amp_mod
+from fdrl.engine import runtime as amp_mod
 from fdrl.engine.trainer import TrainingStopped, train
 from fdrl.losses import FDRLCriterion, LossConfig
 from fdrl.models import ModelOutput
@@ -44,11 +44,12 @@ def test_amp_auto_picks_bf16_only_on_amx_cpus(monkeypatch):
     monkeypatch.setattr(amp_mod, "cpu_has_amx_bf16", lambda: False)
     assert amp_mod.resolve_amp("auto", cpu) == "none"
     assert amp_mod.resolve_amp("fp16", cpu) == "fp16"
-    assert amp_mod.amp_dtype("bf16") is torch.bfloat16 and amp_mod.amp_dtype("none") is None
-    with pytest.raises(ValueError, match="auto"):
-        amp_mod.amp_dtype("auto")
+    assert amp_mod.amp_dtype("bf16", cpu) is torch.bfloat16 and amp_mod.amp_dtype("none", cpu) is None
+    assert amp_mod.amp_dtype("auto", cpu) is None  # no AMX: full precision
     with pytest.raises(ValueError, match="fp8"):
         amp_mod.resolve_amp("fp8", cpu)
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(None, ["train.amp=fp8"])
 
 
 def test_amx_flag_is_read_from_cpuinfo():

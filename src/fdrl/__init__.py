@@ -6,7 +6,8 @@ Public API (imported lazily so that ``fdrl --help`` does not pay for importing t
     fdrl.list_models()
     fdrl.FDRLCriterion, fdrl.LossConfig
     fdrl.load_checkpoint(path)
-    fdrl.Recognizer(checkpoint=None)
+    fdrl.train(config, out_dir), fdrl.evaluate_checkpoint(checkpoint, dataset, root, split)
+    fdrl.Recognizer(checkpoint=None), fdrl.create_detector(name)
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ _LAZY = {
     "TrainConfig": "fdrl.config",
     "Preprocessing": "fdrl.config",
     "load_config": "fdrl.config",
+    "evaluate_checkpoint": "fdrl.engine.evaluate",
+    "train": "fdrl.engine.trainer",
+    "create_detector": "fdrl.faces",
+    "FdrlError": "fdrl.errors",
     "Recognizer": "fdrl.inference.recognizer",
 }
 

@@ -18,12 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import CheckpointError
+
 FORMAT = "fdrl-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read, is not ours, or does not match its own architecture."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -40,6 +38,11 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def versions() -> dict[str, str | None]:
+    """The torch and CUDA versions a checkpoint or run summary records."""
+    return {"torch": str(torch.__version__), "cuda": torch.version.cuda}
 
 
 def _plain(value: Any) -> Any:
@@ -82,7 +85,7 @@ def make_checkpoint(
         "epoch": int(epoch),
         "config": _plain(config) if config is not None else None,
         "metrics": _plain(metrics or {}),
-        "versions": {"torch": str(torch.__version__), "cuda": torch.version.cuda},
+        "versions": versions(),
     }
     if criterion is not None:
         ckpt["criterion_state"] = {k: v.detach().cpu() for k, v in criterion.state_dict().items()}
@@ -133,9 +136,19 @@ class LoadedCheckpoint:
 
     @property
     def face_detector(self) -> str | None:
-        """The detector whose crops the model was trained on (``data.face_detector``); None: pre-cropped data."""
-        name = ((self.config or {}).get("data") or {}).get("face_detector") or "none"
+        """The detector whose crops the model was trained on; None: it was trained on pre-cropped faces."""
+        name = self.preprocessing.face_detector
         return None if name == "none" else name
+
+
+def preprocessing_record(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's preprocessing; files written before the detector joined it kept it in the training
+    config (``data.face_detector``), which then still says which detector made the training crops."""
+    prep = dict(ckpt["preprocessing"])
+    old = ((ckpt.get("config") or {}).get("data") or {}).get("face_detector")
+    if old is not None:
+        prep["face_detector"] = old
+    return prep
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> nn.Module:
@@ -174,7 +187,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return LoadedCheckpoint(
         model=model,
         classes=list(ckpt["classes"]),
-        preprocessing=Preprocessing(**ckpt["preprocessing"]),
+        preprocessing=Preprocessing(**preprocessing_record(ckpt)),
         raw=ckpt,
         criterion=criterion,
     )

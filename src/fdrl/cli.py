@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import FdrlError
+from .faces import DEFAULT_MARGIN, DETECTORS  # numpy and PIL, never torch
 from .inference.packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
-
-DETECTOR_NAMES = ("opencv", "dlib", "mtcnn", "none")  # = fdrl.inference.detect.DETECTORS (a test checks)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option, e.g. --option label_mode=majority")
-    e.add_argument("--face-detector", default=None, choices=DETECTOR_NAMES,
-                   help="crop faces first (default: the checkpoint's data.face_detector)")
+    e.add_argument("--face-detector", default=None, choices=DETECTORS,
+                   help="crop faces first (default: the detector the checkpoint was trained with)")
     e.set_defaults(func=_cmd_eval)
 
     da = sub.add_parser("data", help="list data sets or check one on disk")
@@ -158,17 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--root", default=None)
     ck.add_argument("--splits", default=None, help="comma-separated splits (default: the data set's own)")
     ck.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE")
-    ck.add_argument("--face-detector", default="none", choices=DETECTOR_NAMES,
+    ck.add_argument("--face-detector", default="none", choices=DETECTORS,
                     help="also detect a face in every image and count those without one")
-    ck.add_argument("--face-margin", type=float, default=0.2)
+    ck.add_argument("--face-margin", type=float, default=DEFAULT_MARGIN)
     da.set_defaults(func=_cmd_data)
 
     pr = sub.add_parser("prepare", help="detect, align and crop faces of a raw image folder")
     pr.add_argument("src")
     pr.add_argument("dst")
     pr.add_argument("--size", type=int, default=224)
-    pr.add_argument("--detector", default="opencv", choices=DETECTOR_NAMES)
-    pr.add_argument("--margin", type=float, default=0.2)
+    pr.add_argument("--detector", default="opencv", choices=DETECTORS)
+    pr.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
     pr.set_defaults(func=_cmd_prepare)
 
     pd = sub.add_parser("predict", help="expression probabilities for faces in images, folders or a video")
@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
-    pd.add_argument("--detector", default=None, choices=DETECTOR_NAMES,
-                    help="default: the detector the checkpoint was trained with (data.face_detector), else opencv")
+    pd.add_argument("--detector", default=None, choices=DETECTORS,
+                    help="default: the detector the checkpoint was trained with, else opencv")
     pd.add_argument("--batch-size", type=int, default=64)
     pd.add_argument("--device", default="cpu")
     pd.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest request body in MiB, default 32 (larger: HTTP 413)")
     sv.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
                     help="largest image in pixels, default 50000000 (checked before decoding: decompression bombs)")
-    sv.add_argument("--detector", default=None, choices=DETECTOR_NAMES,
+    sv.add_argument("--detector", default=None, choices=DETECTORS,
                     help="default: the detector the checkpoint was trained with, else opencv")
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -237,13 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # user-facing errors: one clear line, no traceback
-        from .errors import USER_ERRORS
-
-        if isinstance(exc, USER_ERRORS):
-            print(f"fdrl {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except FdrlError as exc:  # the input is wrong: one clear line; anything else is a bug and keeps its traceback
+        print(f"fdrl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

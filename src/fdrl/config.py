@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import ConfigError, UnknownDetectorError
+from .faces import DEFAULT_MARGIN, check_detector_name
+from .literals import check_choice
 from .losses import LossConfig
 from .optim import OptimConfig, SchedConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ConfigError(ValueError):
-    """A config key or value that does not exist or does not fit."""
 
 
 @dataclass
@@ -32,11 +31,20 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     grayscale: bool = False  # convert to gray and replicate to 3 channels (FER2013-style sources)
-    face_margin: float = 0.2  # detector box enlarged by this fraction per side before cropping
+    face_margin: float = DEFAULT_MARGIN  # detector box enlarged by this fraction per side before cropping
+    # Detect and crop the largest face of every image (face_margin per side) before resizing: for data sets of
+    # uncropped frames (CK+ cohn-kanade-images, MMI videos, Oulu-CASIA OriginalImg); frames without a face are
+    # counted skips. A name in fdrl.faces.DETECTORS; "none": the images are face crops already. `fdrl predict`
+    # and `fdrl eval` reuse the checkpoint's.
+    face_detector: str = "none"
 
     def __post_init__(self) -> None:
         if self.input_size < 32:
             raise ConfigError(f"input_size must be >= 32 px, got {self.input_size}")
+        try:
+            check_detector_name(self.face_detector)
+        except UnknownDetectorError as exc:
+            raise ConfigError(f"face_detector: {exc}") from None
         self.mean, self.std = tuple(self.mean), tuple(self.std)  # type: ignore[assignment]
 
 
@@ -54,10 +62,6 @@ class DataConfig:
     cache_dir: str | None = None
     max_samples: int | None = None  # per split, for smoke runs
     on_error: Literal["strict", "skip"] = "skip"
-    # Detect and crop the largest face of every image (preprocessing.face_margin per side) before resizing:
-    # for data sets of uncropped frames (CK+ cohn-kanade-images, MMI videos, Oulu-CASIA OriginalImg).
-    # Frames without a face are counted skips. Use the same detector for `fdrl predict`.
-    face_detector: Literal["none", "opencv", "dlib", "mtcnn"] = "none"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
@@ -68,7 +72,7 @@ class TrainSection:
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["auto", "none", "bf16", "fp16"] = "none"  # auto: bf16 on AMX CPUs and bf16 GPUs (engine/amp.py)
+    amp: Literal["auto", "none", "bf16", "fp16"] = "none"  # auto: bf16 on AMX CPUs and bf16 GPUs (engine/runtime.py)
     channels_last: bool = False
     compile: bool = False
     init_from: str | None = None  # fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB)
@@ -119,10 +123,25 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
+# Keys that moved to a sub-section, so older YAML files and the configs inside older checkpoints still load:
+# (section class, old key) -> the sub-section that holds it now.
+_MOVED_KEYS = {(DataConfig, "face_detector"): "preprocessing"}
+
+
+def _move_old_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    for (owner, key), section in _MOVED_KEYS.items():
+        if owner is cls and key in data:
+            data[section] = {**(data.get(section) or {}), key: data.pop(key)}
+    return data
+
+
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
-    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys with the closest valid ones."""
+    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys (with the closest valid ones) and values
+    outside a field's ``Literal`` choices (naming the full key)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    data = _move_old_keys(cls, data)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -133,6 +152,10 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
             raise ConfigError(f"unknown config key {full!r}" + (f"; did you mean {close}?" if close else "")
                               + f" (valid under {path or 'top level'}: {names})")
         tp = hints[key]
+        try:
+            check_choice(tp, value, full)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         kwargs[key] = from_dict(tp, value, full) if _is_dataclass_type(tp) else _coerce(tp, value, full)
     try:
         return cls(**kwargs)

@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .literals import check_literal_fields
 from .models.fdrl import ModelOutput
 
 
@@ -40,12 +41,7 @@ class LossConfig:
     logit_adjust: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.balance_target not in ("literal", "normalized"):
-            raise ValueError(f"balance_target must be 'literal' or 'normalized', got {self.balance_target!r}")
-        if self.centre_update not in ("wen", "learned"):
-            raise ValueError(f"centre_update must be 'wen' or 'learned', got {self.centre_update!r}")
-        if self.centre_init not in ("zeros", "first_batch"):
-            raise ValueError(f"centre_init must be 'zeros' or 'first_batch', got {self.centre_init!r}")
+        check_literal_fields(self)
         if not 0.0 < self.centre_rate <= 1.0:
             raise ValueError(f"centre_rate must lie in (0, 1], got {self.centre_rate}")
 

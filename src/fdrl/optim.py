@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .literals import check_literal_fields
+
 
 @dataclass
 class OptimConfig:
@@ -25,8 +27,7 @@ class OptimConfig:
     grad_clip: float | None = None  # max global gradient norm (None: no clipping, as in the paper)
 
     def __post_init__(self) -> None:
-        if self.name not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"optim.name must be adam, adamw or sgd, got {self.name!r}")
+        check_literal_fields(self)
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list
 
 
@@ -39,8 +40,7 @@ class SchedConfig:
     patience: int = 3  # plateau: epochs without a validation-accuracy gain before the lr drops
 
     def __post_init__(self) -> None:
-        if self.name not in ("multistep", "cosine", "constant", "plateau"):
-            raise ValueError(f"sched.name must be multistep, cosine, constant or plateau, got {self.name!r}")
+        check_literal_fields(self)
         if self.name == "plateau" and self.warmup_epochs:
             raise ValueError("sched.warmup_epochs is not supported with sched.name=plateau")
 
@@ -57,13 +57,14 @@ def param_groups(model: nn.Module, criterion: nn.Module | None, cfg: OptimConfig
         if isinstance(m, nn.modules.batchnorm._NormBase | nn.LayerNorm | nn.GroupNorm)
         for p in m.parameters(recurse=False)
     }
+    trunk = {id(p) for p in model.backbone.parameters()}  # by identity, whatever the parameter names
     buckets: dict[str, list[nn.Parameter]] = {
         "backbone_decay": [], "backbone_no_decay": [], "heads_decay": [], "heads_no_decay": []
     }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        part = "backbone" if name.startswith("backbone.") else "heads"
+        part = "backbone" if id(p) in trunk else "heads"
         buckets[f"{part}_{'no_decay' if _no_decay(name, p, norm_params) else 'decay'}"].append(p)
     groups = []
     for gname, params in buckets.items():

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from ..errors import DataError
+from ..errors import DataError, ImageReadError
+from ..faces import FaceCropper, check_detector_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 # Refuse decompression bombs (default PIL limit is ~89 Mpx and only warns below 2x that).
 Image.MAX_IMAGE_PIXELS = 100_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -38,10 +40,6 @@ class Sample:
     box: tuple[int, int, int, int] | None = None  # face box x, y, w, h to crop (AffectNet)
     pixels: np.ndarray | None = field(default=None, repr=False)  # HxW or HxWx3 uint8 (FER2013 csv)
     frame: int | None = None  # when set, ``path`` is a video and this is the 0-based frame to read (MMI)
-
-
-class ImageReadError(Exception):
-    """An image that cannot be decoded; the message is the reason shown to the user."""
 
 
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -186,12 +184,7 @@ class FERDataset:
 
     def set_face_crop(self, detector: str, margin: float) -> None:
         """Crop every image to its largest detected face (``margin`` per side), as ``fdrl predict`` does."""
-        if detector == "none":
-            self.face_crop = None
-            return
-        from ..inference.detect import FaceCropper
-
-        self.face_crop = FaceCropper(detector, margin)
+        self.face_crop = None if check_detector_name(detector) == "none" else FaceCropper(detector, margin)
 
     def target(self, index: int, soft: bool = False) -> Any:
         s = self.samples[index]

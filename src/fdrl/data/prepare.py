@@ -14,16 +14,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import DataError
+from ..faces import DEFAULT_MARGIN, create_detector, crop_face
 from .base import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 
 def prepare_folder(src: str | Path, dst: str | Path, size: int = 224, detector: str = "opencv",
-                   margin: float = 0.2) -> Counter:
-    from ..inference.detect import create_detector, crop_face
-
+                   margin: float = DEFAULT_MARGIN) -> Counter:
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
-        raise FileNotFoundError(f"prepare: source folder {src} does not exist")
+        raise DataError(f"prepare: source folder {src} does not exist")
     det = create_detector(detector)
     counts: Counter = Counter()
     dst.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,12 @@ Derived split names: ``<split>/fit`` and ``<split>/holdout`` (a seeded, stratifi
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, UnknownDatasetError, unknown_name
 from . import datasets as D
 from . import sequences as S
 from .base import FERDataset
@@ -69,9 +68,7 @@ def list_datasets() -> list[str]:
 
 def dataset_info(name: str) -> DatasetInfo:
     if name not in _DATASETS:
-        close = difflib.get_close_matches(name, _DATASETS, n=3)
-        raise DataError(f"unknown dataset {name!r}" + (f"; did you mean {close}?" if close else "")
-                        + f" (available: {', '.join(list_datasets())})")
+        raise unknown_name("dataset", name, list_datasets(), UnknownDatasetError)
     return _DATASETS[name]
 
 

@@ -15,7 +15,16 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DataError
-from .base import FERDataset, ImageReadError, Sample, SampleCollector, image_files, require_dir, video_frame_count
+from .base import (
+    VIDEO_EXTENSIONS,
+    FERDataset,
+    ImageReadError,
+    Sample,
+    SampleCollector,
+    image_files,
+    require_dir,
+    video_frame_count,
+)
 
 # CK+ Emotion/*.txt codes: 0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness, 7 surprise
 CKPLUS_VARIANTS = {
@@ -116,7 +125,6 @@ def build_oulu_casia(root: str, split: str = "all", on_error: str = "skip", illu
 MMI_CLASSES = OULU_CLASSES
 MMI_EMOTION_CODES = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5}
 MMI_VIDEO_NAME = re.compile(r"^(S\d{3})-(\d{3})")
-VIDEO_EXTENSIONS = (".avi", ".wmv", ".mpg", ".mpeg", ".mp4", ".mov")
 
 
 def _mmi_emotion(xml_path: Path) -> int | None:

@@ -1,7 +1,12 @@
-"""Batched prediction over a uint8 tensor set, sharded across DDP ranks with every sample counted once."""
+"""Evaluation: batched prediction over a uint8 tensor set (sharded across DDP ranks, every sample counted
+once), and :func:`evaluate_checkpoint`, the library form of ``fdrl eval``."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,8 +15,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import load_checkpoint
+from ..config import DataConfig, TrainConfig, from_dict
+from ..data.loading import build_split, list_split, train_split_name
 from ..data.tensors import BatchTransform, TensorSet, tta_views
-from .amp import amp_dtype, resolve_amp
+from ..errors import ConfigError
+from .report import classification_metrics, evaluation_metrics, write_report
+from .runtime import amp_dtype, resolve_device
 
 
 def _dist() -> tuple[int, int]:
@@ -30,7 +40,7 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
     model.eval()
     idx = torch.arange(rank, len(data), world)
     probs, alphas, feats = [], [], []
-    dtype = amp_dtype(resolve_amp(amp, device))
+    dtype = amp_dtype(amp, device)
     for start in range(0, len(idx), batch_size):
         bi = idx[start:start + batch_size]
         x = transform(data.images[bi].to(device, non_blocking=True), train=False)
@@ -86,8 +96,64 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
 def tta_metrics(model: nn.Module, data: TensorSet, transform: BatchTransform, device: torch.device,
                 batch_size: int, tta: str, amp: str = "none", channels_last: bool = False) -> dict[str, float]:
     """Accuracy and mean class accuracy with test-time augmentation, keyed to sit beside the plain figures."""
-    from .report import classification_metrics
-
     res = predict(model, data, transform, device, batch_size, tta, amp, channels_last, keep_features=False)
     m = classification_metrics(res["preds"], res["labels"], data.classes)
     return {f"accuracy_tta_{tta}": m["accuracy"], f"mean_class_accuracy_tta_{tta}": m["mean_class_accuracy"]}
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike[str], dataset: str, root: str | None, split: str = "test", *,
+                        options: dict[str, Any] | None = None, face_detector: str | None = None, tta: str = "none",
+                        device: str = "auto", batch_size: int = 256, out: str | os.PathLike[str] | None = None,
+                        check_overlap: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Metrics of ``checkpoint`` on ``dataset``/``split`` (``root`` as its publisher lays it out), as
+    ``fdrl eval`` reports them; with ``out``, also the report folder (metrics.json and plots).
+
+    The split is built as training builds it: the checkpoint's preprocessing (size, face crop; ``face_detector``
+    overrides the detector), its run's ``seed``/``val_fraction`` (so ``val`` or ``train/holdout`` are the same
+    samples), and its decode cache settings. ``options`` are the data set's options (e.g. ``label_mode``).
+    When ``dataset`` is the one the checkpoint was trained on, samples of its training split found in ``split``
+    are counted (``train_overlap``) and warned about, as they make the figure optimistic (``check_overlap=False``
+    skips listing the training split).
+    """
+    loaded = load_checkpoint(checkpoint)
+    run = _run_config(loaded.config, log)
+    prep = dataclasses.replace(loaded.preprocessing, face_detector=face_detector or loaded.preprocessing.face_detector)
+    d = dataclasses.replace(run.data, dataset=dataset, root=root, options=dict(options or {}), max_samples=None,
+                            preprocessing=prep)
+    data = build_split(d, split, run.train.seed, split, log=log)
+    if list(data.classes) != list(loaded.classes):
+        raise ConfigError(f"checkpoint classes {loaded.classes} differ from {dataset} classes {data.classes}")
+    extra: dict[str, Any] = {"tta": "none", "skipped": len(data.skipped)}
+    overlap = _training_overlap(run, d, data) if check_overlap and loaded.config else 0
+    if overlap:
+        extra["train_overlap"] = overlap
+        log(f"warning: {overlap} of the {len(data)} samples of {dataset}/{split} are in the checkpoint's "
+            f"training split")
+    dev = resolve_device(device)
+    model, transform = loaded.model.to(dev), BatchTransform(prep.mean, prep.std)
+    res = predict(model, data, transform, dev, batch_size)
+    if tta != "none":
+        extra.update(tta_metrics(model, data, transform, dev, batch_size, tta))
+    if out is None:
+        return evaluation_metrics(res, data.classes, split, os.fspath(checkpoint), extra)
+    return write_report(Path(out), res, data.classes, split, os.fspath(checkpoint), extra=extra)
+
+
+def _run_config(raw: dict[str, Any] | None, log: Callable[[str], None]) -> TrainConfig:
+    """The checkpoint's training config; defaults when it has none or one this version cannot read."""
+    try:
+        return from_dict(TrainConfig, raw) if raw else TrainConfig()
+    except ConfigError as exc:
+        log(f"warning: the checkpoint's training config is not readable here ({exc}); using defaults")
+        return TrainConfig()
+
+
+def _training_overlap(run: TrainConfig, d: DataConfig, data: TensorSet) -> int:
+    """How many samples of ``data`` (built from ``d``) the run trained on; 0 for another data set or root."""
+    def where(c: DataConfig) -> tuple[str, str | None]:
+        return c.dataset, None if c.root is None else str(Path(c.root).resolve())
+
+    if where(run.data) != where(d):
+        return 0
+    trained = list_split(run.data, train_split_name(run.data), run.train.seed)
+    return len({s.id for s in trained.samples} & set(data.ids))

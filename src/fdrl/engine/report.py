@@ -160,18 +160,26 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: Path, result: dict[str, Any], classes: list[str], split: str, checkpoint: str,
-                 tsne_on: bool = True, tsne_max: int = 2000, plots: bool = True, extra: dict | None = None) -> dict:
-    """Write metrics.json (+ plots) for one evaluation ``result`` from :func:`fdrl.engine.evaluate.predict`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def evaluation_metrics(result: dict[str, Any], classes: list[str], split: str, checkpoint: str,
+                       extra: dict | None = None) -> dict[str, Any]:
+    """What ``metrics.json`` holds for one evaluation ``result`` from :func:`fdrl.engine.evaluate.predict`."""
     metrics = classification_metrics(result["preds"], result["labels"], classes)
     metrics.update({"split": split, "checkpoint": checkpoint})
     if extra:
         metrics.update(extra)
-    title = f"{Path(checkpoint).name} on {split}: acc {metrics['accuracy']:.4f}"
     if result.get("alpha") is not None:
-        table = alpha_by_class(result["alpha"], result["labels"], len(classes))
-        metrics["alpha_by_class"] = table.tolist()
+        metrics["alpha_by_class"] = alpha_by_class(result["alpha"], result["labels"], len(classes)).tolist()
+    return metrics
+
+
+def write_report(out_dir: Path, result: dict[str, Any], classes: list[str], split: str, checkpoint: str,
+                 tsne_on: bool = True, tsne_max: int = 2000, plots: bool = True, extra: dict | None = None) -> dict:
+    """Write metrics.json (+ plots) for one evaluation ``result`` from :func:`fdrl.engine.evaluate.predict`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = evaluation_metrics(result, classes, split, checkpoint, extra)
+    title = f"{Path(checkpoint).name} on {split}: acc {metrics['accuracy']:.4f}"
+    if "alpha_by_class" in metrics:
+        table = np.array(metrics["alpha_by_class"])
         with (out_dir / "alpha_by_class.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["class", *[f"alpha_{j + 1}" for j in range(table.shape[1])]])

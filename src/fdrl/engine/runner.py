@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, TrainConfig, load_config
+from ..config import TrainConfig, load_config
 
 DEMO_OVERRIDES = [
     "model_name=fdrl_resnet18",
@@ -61,37 +61,15 @@ def run_folds(cfg: TrainConfig, out: Path, k: int, resume: bool) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint
     from ..config import apply_overrides
-    from ..data.registry import create_dataset
-    from ..data.tensors import BatchTransform, decode_dataset
-    from .evaluate import predict, tta_metrics
-    from .report import write_report
-    from .trainer import setup_distributed
+    from .evaluate import evaluate_checkpoint
 
-    loaded = load_checkpoint(args.checkpoint)
-    options = apply_overrides({}, args.options)
-    cfg = loaded.config or {}
-    seed = (cfg.get("train") or {}).get("seed", 0)
-    val_fraction = (cfg.get("data") or {}).get("val_fraction", 0.1)
-    ds = create_dataset(args.dataset, args.root, args.split, val_fraction=val_fraction, seed=seed, **options)
-    if list(ds.classes) != list(loaded.classes):
-        raise ConfigError(f"checkpoint classes {loaded.classes} differ from {args.dataset} classes {ds.classes}")
-    prep = loaded.preprocessing
-    # the face crop the model was trained with, unless the user names another
-    ds.set_face_crop(args.face_detector or loaded.face_detector or "none", prep.face_margin)
-    data = decode_dataset(ds, prep.input_size, prep.grayscale)
-    _, device = setup_distributed(args.device)
-    model = loaded.model.to(device)
-    transform = BatchTransform(prep.mean, prep.std)
-    res = predict(model, data, transform, device, args.batch_size)
-    extra: dict[str, Any] = {"tta": "none", "skipped": len(data.skipped)}
-    if args.tta != "none":
-        extra.update(tta_metrics(model, data, transform, device, args.batch_size, args.tta))
-    m = write_report(Path(args.out), res, ds.classes, args.split, args.checkpoint, extra=extra)
+    m = evaluate_checkpoint(args.checkpoint, args.dataset, args.root, args.split,
+                            options=apply_overrides({}, args.options), face_detector=args.face_detector,
+                            tta=args.tta, device=args.device, batch_size=args.batch_size, out=args.out)
     print(f"{args.dataset}/{args.split}: accuracy {m['accuracy']:.4f}, mean class accuracy "
           f"{m['mean_class_accuracy']:.4f} on {m['num_samples']} images"
-          + (f" (skipped {len(data.skipped)})" if data.skipped else "") + f"; report in {args.out}")
+          + (f" (skipped {m['skipped']})" if m["skipped"] else "") + f"; report in {args.out}")
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+from ..data.base import VIDEO_EXTENSIONS
 
 
 def _is_video(item: str) -> bool:
@@ -56,6 +56,7 @@ def predict_command(args: argparse.Namespace) -> int:
         result.images += vres.images
     text = _render(result.rows(), args.format, result.to_json())
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
         print(f"wrote {len(result.faces)} face rows for {len(result.images)} inputs to {args.out}", file=sys.stderr)
     else:
@@ -144,6 +145,7 @@ def export_command(args: argparse.Namespace) -> int:
     from .recognizer import default_checkpoint
 
     ckpt = args.checkpoint or default_checkpoint()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     export = export_onnx if args.format == "onnx" else export_torchscript
     export(ckpt, args.out, fixed_batch=args.fixed_batch)
     batch = f"fixed batch of {args.fixed_batch}" if args.fixed_batch else "any batch size"

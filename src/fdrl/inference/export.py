@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
+from ..errors import CheckpointError
 
 
 class ExportWrapper(nn.Module):
@@ -47,7 +48,6 @@ def _metadata(loaded) -> dict[str, str]:
         "classes": json.dumps(loaded.classes),
         "preprocessing": json.dumps(dataclasses.asdict(loaded.preprocessing)),
         "model_config": json.dumps(loaded.raw["model_config"]),
-        "face_detector": loaded.face_detector or "",
     }
 
 
@@ -76,9 +76,11 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
 def parse_metadata(meta: dict[str, str], kind: str = "ONNX") -> dict[str, Any]:
     """The stored strings of ``_metadata`` back as values; ``fixed_batch`` is None for a dynamic batch."""
     if "fdrl_format" not in meta:
-        raise ValueError(f"this {kind} file was not exported by fdrl (no preprocessing metadata)")
-    return {"classes": json.loads(meta["classes"]), "preprocessing": json.loads(meta["preprocessing"]),
-            "model_name": meta["model_name"], "face_detector": meta.get("face_detector") or None,
+        raise CheckpointError(f"this {kind} file was not exported by fdrl (no preprocessing metadata)")
+    prep = json.loads(meta["preprocessing"])
+    if meta.get("face_detector"):  # files exported before the detector joined the preprocessing record
+        prep["face_detector"] = meta["face_detector"]
+    return {"classes": json.loads(meta["classes"]), "preprocessing": prep, "model_name": meta["model_name"],
             "fixed_batch": int(meta["fixed_batch"]) if meta.get("fixed_batch") else None}
 
 

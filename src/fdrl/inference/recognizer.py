@@ -23,7 +23,7 @@ from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, tta_views
-from .detect import Face, create_detector, crop_face
+from ..faces import Face, create_detector, crop_face
 from .packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
 DEFAULT_MODEL = next(iter(PACKAGED_MODELS))
@@ -115,7 +115,6 @@ class _TorchBackend:
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
         self.classes, self.prep = loaded.classes, loaded.preprocessing
-        self.face_detector = loaded.face_detector
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -132,7 +131,7 @@ class _OnnxBackend:
         self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
         meta = read_onnx_metadata(self.session)
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
-        self.face_detector, self.fixed_batch = meta["face_detector"], meta["fixed_batch"]
+        self.fixed_batch = meta["fixed_batch"]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -156,7 +155,7 @@ class _TorchScriptBackend:
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: not a usable fdrl TorchScript export: {str(exc)[:300]}") from exc
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
-        self.face_detector, self.fixed_batch = meta["face_detector"], meta["fixed_batch"]
+        self.fixed_batch = meta["fixed_batch"]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -174,7 +173,7 @@ def _is_torchscript(path: Path) -> bool:
 
 def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBackend | _TorchScriptBackend:
     """The runtime for a model file: ``.onnx`` -> onnxruntime, a TorchScript archive -> torch.jit, else an fdrl
-    checkpoint. Each exposes ``classes``, ``prep``, ``face_detector`` and ``fixed_batch``."""
+    checkpoint. Each exposes ``classes``, ``prep`` (with the training detector) and ``fixed_batch``."""
     if path.suffix.lower() == ".onnx":
         return _OnnxBackend(path)
     if path.is_file() and _is_torchscript(path):
@@ -208,7 +207,7 @@ class Recognizer:
                  tta: str = DEFAULT_TTA) -> None:
         """``checkpoint``: an fdrl .pt, exported .onnx or TorchScript file; or ``model``: a packaged model's name
         (``PACKAGED_MODELS``); neither: the default packaged model. ``detector=None``: the detector the checkpoint
-        was trained with (``data.face_detector``), else opencv. ``tta``: ``none``, ``flip`` (2 views) or
+        was trained with (its preprocessing), else opencv. ``tta``: ``none``, ``flip`` (2 views) or
         ``tencrop`` (10 views), probabilities averaged over the views."""
         if checkpoint is not None and model is not None:
             raise ValueError("give either checkpoint= or model=, not both")
@@ -220,19 +219,22 @@ class Recognizer:
         self.classes: list[str] = list(self.backend.classes)
         self.prep: Preprocessing = self.backend.prep
         self.transform = BatchTransform(self.prep.mean, self.prep.std)
-        self.detector = create_detector(detector or self.backend.face_detector or "opencv", device=device)
+        trained = self.prep.face_detector
+        self.detector = create_detector(detector or (trained if trained != "none" else "opencv"), device=device)
         self.batch_size = batch_size
         self.checkpoint = str(path)
 
     # ---- preprocessing -----------------------------------------------------------------------------------
     def face_tensor(self, crops: list[Image.Image]) -> torch.Tensor:
+        """Face crops -> the normalised model input batch, preprocessed as the checkpoint says."""
         arr = np.stack([pil_to_array(c, self.prep.input_size, self.prep.grayscale) for c in crops])
         return self.transform(torch.from_numpy(arr))
 
-    def _classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Softmax probabilities and alphas averaged over the TTA views of each face, in chunks of
-        ``batch_size``; a model exported with a fixed batch gets chunks of exactly that size (the last one padded
-        with zeros, its extra rows dropped)."""
+    def classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (N, K) and alpha (N, M) or None of a normalised face batch from
+        :meth:`face_tensor` (for callers that crop faces themselves), averaged over the TTA views of each face,
+        in chunks of ``batch_size``; a model exported with a fixed batch gets chunks of exactly that size (the
+        last one padded with zeros, its extra rows dropped)."""
         fixed = self.backend.fixed_batch
         step = fixed or self.batch_size
         probs, alphas = [], []
@@ -289,7 +291,7 @@ class Recognizer:
             x = x.to(torch.uint8)
         x = torch.nn.functional.interpolate(x.float(), size=(self.prep.input_size,) * 2, mode="bilinear",
                                            align_corners=False).round().clamp(0, 255).to(torch.uint8)
-        probs, alpha = self._classify(self.transform(x))
+        probs, alpha = self.classify(self.transform(x))
         res = PredictionResult(classes=self.classes)
         for i in range(len(x)):
             iid = f"tensor{i}"
@@ -319,7 +321,7 @@ class Recognizer:
         def flush() -> None:
             if not pending:
                 return
-            probs, alpha = self._classify(self.face_tensor([c for *_, c in pending]))
+            probs, alpha = self.classify(self.face_tensor([c for *_, c in pending]))
             for i, (iid, k, face, _) in enumerate(pending):
                 res.faces.append(self._face_result(iid, k, face.box, face.score, probs[i],
                                                    None if alpha is None else alpha[i]))
@@ -344,7 +346,7 @@ class Recognizer:
 
         def flush():
             crops = [c for *_, cs in buf for c in cs]
-            probs, alpha = self._classify(self.face_tensor(crops)) if crops else (None, None)
+            probs, alpha = self.classify(self.face_tensor(crops)) if crops else (None, None)
             n = 0
             for idx, arr, faces, _ in buf:
                 out = []

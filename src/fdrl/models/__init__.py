@@ -6,8 +6,11 @@ from ._registry import build_from_config, create_model, get_entry, list_models, 
 from .fdrl import FDRL, BaselineConfig, BaselineResNet18, FDRLConfig, ModelOutput
 from .pretrained import PretrainedWeightsError, load_trunk_weights
 from .resnet import ResNet18Trunk
+from .trunks import TRUNKS, build_trunk
 
 
+# The model contract: every registered model keeps its trunk (from ``build_trunk(config.trunk)``) in
+# ``.backbone`` and returns a ModelOutput; pretrained loading, parameter groups and the CLI read ``.backbone``.
 def _with_weights(model, config):
     if config.pretrained_path:
         load_trunk_weights(model.backbone, config.pretrained_path)
@@ -32,6 +35,8 @@ __all__ = [
     "ModelOutput",
     "PretrainedWeightsError",
     "ResNet18Trunk",
+    "TRUNKS",
+    "build_trunk",
     "build_from_config",
     "create_model",
     "get_entry",

@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import unknown_name
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -38,9 +40,7 @@ def list_models() -> list[str]:
 
 def get_entry(name: str) -> ModelEntry:
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (available: {', '.join(list_models())})")
+        raise unknown_name("model", name, list_models())
     return _MODELS[name]
 
 

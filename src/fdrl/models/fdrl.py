@@ -13,14 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .resnet import STEMS, ResNet18Trunk
-
-
-def _check_common(num_classes: int, stem: str) -> None:
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if stem not in STEMS:
-        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+from ..literals import check_literal_fields
+from .trunks import build_trunk, check_trunk_name
 
 
 @dataclass
@@ -40,18 +34,18 @@ class FDRLConfig:
     # reconstructed feature's scale near the latent one. See docs/results.md for why this matters from scratch.
     alpha_reduce: Literal["l1", "mean"] = "l1"
     pretrained_path: str | None = None  # local ResNet-18 weights (torchvision or MS-Celeb format)
+    trunk: str = "resnet18"  # a name in fdrl.models.trunks.TRUNKS
     stem: Literal["imagenet", "small"] = "imagenet"  # trunk stem; "small" keeps resolution for 48 px faces
 
     def __post_init__(self) -> None:
-        _check_common(self.num_classes, self.stem)
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.num_latent < 1 or self.latent_dim < 1 or self.intra_out_dim < 1:
             raise ValueError("num_latent, latent_dim and intra_out_dim must be positive")
         if not 0.0 <= self.delta <= 1.0:
             raise ValueError(f"delta must lie in [0, 1], got {self.delta}")
-        if self.alpha_reduce not in ("l1", "mean"):
-            raise ValueError(f"alpha_reduce must be 'l1' or 'mean', got {self.alpha_reduce!r}")
-        if self.inter_w_norm not in ("none", "row_sum"):
-            raise ValueError(f"inter_w_norm must be 'none' or 'row_sum', got {self.inter_w_norm!r}")
+        check_literal_fields(self)
+        check_trunk_name(self.trunk)
 
 
 @dataclass
@@ -98,14 +92,14 @@ class BranchLinear(nn.Module):
 
 
 class FDRL(nn.Module):
-    """ResNet-18 trunk -> FDN -> FRN (Intra-RM, Inter-RM) -> sum -> EPN."""
+    """Trunk (ResNet-18 by default) -> FDN -> FRN (Intra-RM, Inter-RM) -> sum -> EPN."""
 
     def __init__(self, config: FDRLConfig) -> None:
         super().__init__()
         self.config = config
         c = config
-        self.backbone = ResNet18Trunk(c.stem)
-        # FDN: M separate FC(512->P)+ReLU. Never shared: every branch sees the same x.
+        self.backbone = build_trunk(c.trunk, stem=c.stem)
+        # FDN: M separate FC(num_features->P)+ReLU. Never shared: every branch sees the same x.
         self.fdn = BranchLinear(c.num_latent, self.backbone.num_features, c.latent_dim, bias=c.linear_bias)
         # Intra-RM: per-branch FC(P->intra_out_dim)+Sigmoid; alpha is the L1 norm of that vector.
         self.intra = BranchLinear(
@@ -157,17 +151,21 @@ class BaselineConfig:
 
     num_classes: int = 7
     pretrained_path: str | None = None
+    trunk: str = "resnet18"  # a name in fdrl.models.trunks.TRUNKS
     stem: Literal["imagenet", "small"] = "imagenet"
 
     def __post_init__(self) -> None:
-        _check_common(self.num_classes, self.stem)
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        check_literal_fields(self)
+        check_trunk_name(self.trunk)
 
 
 class BaselineResNet18(nn.Module):
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = ResNet18Trunk(config.stem)
+        self.backbone = build_trunk(config.trunk, stem=config.stem)
         self.classifier = nn.Linear(self.backbone.num_features, config.num_classes)
 
     @property

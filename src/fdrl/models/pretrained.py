@@ -14,9 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-
-class PretrainedWeightsError(ValueError):
-    """A pretrained file that cannot be read or does not match the trunk."""
+from ..errors import PretrainedWeightsError
 
 
 def _unwrap(obj: object, path: str) -> Mapping[str, torch.Tensor]:

@@ -1,0 +1,79 @@
+"""A run's splits as decoded uint8 tensor sets: one builder for training and for evaluating a checkpoint.
+
+Both get the same split names (``val`` carved from train where a benchmark has none), the face crop of the
+preprocessing record, the decode cache, and the check that no sample sits in two splits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ..config import DataConfig, TrainConfig
+from ..errors import TrainingError
+from .registry import create_dataset, has_official_val
+from .tensors import TensorSet, decode_dataset
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def cache_dir(d: DataConfig) -> str | None:
+    """Where decoded splits are cached (None: ``data.cache=false``)."""
+    return (d.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "fdrl")) if d.cache else None
+
+
+def train_split_name(d: DataConfig) -> str:
+    """The split a run trains on: ``train/fit`` when its ``val`` is carved from train (never train on both)."""
+    if d.train_split == "train" and d.val_split == "val" and not has_official_val(d.dataset, d.root):
+        return "train/fit"
+    return d.train_split
+
+
+def list_split(d: DataConfig, split: str, seed: int):
+    """The :class:`~fdrl.data.base.FERDataset` of ``split`` with the preprocessing's face crop, nothing decoded."""
+    ds = create_dataset(d.dataset, d.root, split, on_error=d.on_error, val_fraction=d.val_fraction, seed=seed,
+                        **d.options)
+    ds.set_face_crop(d.preprocessing.face_detector, d.preprocessing.face_margin)
+    if d.max_samples is not None and len(ds) > d.max_samples:
+        step = len(ds) / d.max_samples
+        ds = ds.subset([int(i * step) for i in range(d.max_samples)], ds.split)
+    return ds
+
+
+def build_split(d: DataConfig, split: str, seed: int, role: str, soft: bool = False,
+                log: Callable[[str], None] = _quiet) -> TensorSet:
+    """Split ``split`` decoded at the preprocessing's size (or read from the cache); ``role`` names it in logs."""
+    p = d.preprocessing
+    ds = list_split(d, split, seed)
+    out = decode_dataset(ds, p.input_size, p.grayscale, soft=soft, cache_dir=cache_dir(d), log=log)
+    log(f"data {role}: {ds.summary()}" + (f"; excluded by protocol {ds.excluded}" if ds.excluded else ""))
+    return out
+
+
+def check_disjoint(train_ids: set[str], other: TensorSet, role: str, split: str) -> None:
+    """Refuse a validation or test split that shares samples with the training split."""
+    leak = train_ids & set(other.ids)
+    if leak:
+        raise TrainingError(f"{role} split {split!r} shares {len(leak)} samples with train (e.g. {sorted(leak)[:3]}); "
+                            f"model selection/test would be contaminated")
+
+
+def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[str, TensorSet]:
+    """Decode train/val/test into uint8 tensors; refuse overlapping ids between them."""
+    d = cfg.data
+    soft = d.options.get("label_mode") == "distribution"
+    train_split = train_split_name(d)
+    if train_split != d.train_split:
+        log(f"{d.dataset} has no validation split of its own: val = train/holdout "
+            f"({d.val_fraction:.0%}, seeded), train = train/fit")
+    out: dict[str, TensorSet] = {}
+    for role, split in (("train", train_split), ("val", d.val_split), ("test", d.test_split)):
+        if split:
+            out[role] = build_split(d, split, cfg.train.seed, role, soft=soft and role == "train", log=log)
+    train_ids = set(out["train"].ids)
+    for role in ("val", "test"):
+        if role in out:
+            check_disjoint(train_ids, out[role], role, getattr(d, role + "_split"))
+    return out

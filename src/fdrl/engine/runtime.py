@@ -1,0 +1,119 @@
+"""Run utilities: the process group and device, threads and seeds, mixed precision, model wrapping, and what a
+run records about itself (git commit, a digest of its weights)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+# train.amp -> autocast dtype; "none" (absent) is full precision. The one map of precision names; "auto" is
+# resolved per device by resolve_amp.
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _wants_cuda(pref: str) -> bool:
+    return (torch.cuda.is_available() and pref in ("auto", "cuda")) or pref.startswith("cuda:")
+
+
+def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this rank's GPU when there is one, else the CPU; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
+    if not _wants_cuda(pref):
+        return torch.device("cpu")
+    device = torch.device(pref if pref.startswith("cuda:") else f"cuda:{local_rank}")
+    torch.cuda.set_device(device)
+    return device
+
+
+def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment (if any) and pick the device."""
+    info = DistInfo()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if _wants_cuda(device_pref) else "gloo")
+        info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return info, resolve_device(device_pref, info.local_rank)
+
+
+def seed_everything(seed: int, num_threads: int | None = None) -> None:
+    """The run's global seed (model initialisation); data order and augmentation have their own seeded streams."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch.manual_seed(seed)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX bf16 tiles (``amx_bf16`` in /proc/cpuinfo; False where that file is absent)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in fh)
+    except OSError:
+        return False
+
+
+def resolve_amp(amp: str, device: torch.device | None = None) -> str:
+    """``auto`` -> ``bf16`` where it pays, else ``none``; other names unchanged.
+
+    Measured on ResNet-18 training (batch 64): bf16 autocast + channels_last ran 1.2x (48 px) and 2.0x (112 px)
+    faster than fp32 on CPUs with AMX, and ~100x slower on AVX2-only CPUs, where bf16 is emulated. So: CUDA GPUs
+    that support bf16, and CPUs with AMX."""
+    if amp != "auto":
+        if amp not in ("none", *AMP_DTYPES):
+            raise ValueError(f"amp must be auto, none, {' or '.join(AMP_DTYPES)}, got {amp!r}")
+        return amp
+    if device is not None and device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    return "bf16" if (device is None or device.type == "cpu") and cpu_has_amx_bf16() else "none"
+
+
+def amp_dtype(amp: str, device: torch.device | None = None) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device`` (None: full precision); ``auto`` is resolved first."""
+    return AMP_DTYPES.get(resolve_amp(amp, device))
+
+
+def wrap_model(model: nn.Module, channels_last: bool, compile: bool, info: DistInfo,
+               device: torch.device) -> nn.Module:
+    """The module the training step calls: ``model`` in channels-last memory, under DDP, compiled, as asked.
+    ``model`` itself stays the unwrapped module that checkpoints and evaluation use."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if info.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(net) if compile else net
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A hash of every parameter and buffer: equal digests mean bit-identical weights."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,268 @@
+"""Face detection and crop/alignment, offline: one module below both ``data/`` (training crops) and
+``inference/`` (``fdrl predict``), so both crop a face the same way.
+
+Backends, by name in :data:`DETECTORS` (the one table that ``fdrl``'s ``--detector`` choices and
+``data.preprocessing.face_detector`` read), all of which work without a network connection:
+
+- ``opencv`` (default): OpenCV's bundled Haar cascade (ships inside opencv-python-headless), with a detection
+  confidence from ``detectMultiScale3``; eyes from the bundled Haar eye cascade.
+- ``dlib``: dlib's HOG frontal-face detector (built into dlib, no model file; ``pip install dlib-bin`` or
+  ``dlib``); more robust to lighting than Haar; eyes from the Haar eye cascade.
+- ``mtcnn``: MTCNN from facenet-pytorch (its weights ship inside the package); five landmarks per face, so
+  the eyes come from the detector itself. Needs torchvision.
+- ``none``: the whole image is one face (already-cropped inputs).
+
+Every backend returns the faces largest first; eye centres, when found, drive the rotation alignment in
+:func:`crop_face`. A new backend is one class with ``name`` and ``detect(image) -> list[Face]`` plus one entry
+in :data:`DETECTORS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from .errors import DetectorError, ImageReadError, UnknownDetectorError, unknown_name
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+# numpy, PIL and the backends' packages are imported where they are used: the CLI reads DETECTORS and
+# DEFAULT_MARGIN for its options and must answer `fdrl --help` without loading them.
+DEFAULT_MARGIN = 0.2  # detector box enlarged by this fraction per side before cropping (Preprocessing.face_margin)
+
+
+class Face(NamedTuple):
+    """One detected face (a plain record: cheap to import, immutable)."""
+
+    box: tuple[int, int, int, int]  # x, y, w, h in the original image
+    score: float  # detector confidence (Haar: level weight; "none": 1.0)
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None  # left, right eye centres (image coords)
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        """Faces of ``image``, largest first."""
+        ...
+
+
+class NoDetector:
+    name = "none"
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        return [Face(box=(0, 0, image.width, image.height), score=1.0)]
+
+
+class HaarEyes:
+    """Both eye centres inside a face box from OpenCV's bundled eye cascade, or None when not found."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
+
+    def __call__(self, gray: np.ndarray, box: tuple[int, int, int, int]):
+        x, y, w, h = box  # clipped to the image by the detectors
+        upper = gray[y:y + h // 2, x:x + w]
+        if upper.size == 0 or self.cascade.empty():
+            return None
+        eyes = self.cascade.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=5, minSize=(max(4, w // 10),) * 2)
+        if len(eyes) < 2:
+            return None
+        (ax, ay, aw, ah), (bx, by, bw, bh) = sorted(eyes, key=lambda e: -e[2] * e[3])[:2]
+        return plausible_eyes((x + ax + aw / 2, y + ay + ah / 2), (x + bx + bw / 2, y + by + bh / 2), w, h)
+
+
+def plausible_eyes(left: tuple[float, float], right: tuple[float, float], w: float, h: float):
+    """The eye pair ordered left to right in the image, or None when it cannot be a pair of eyes."""
+    (lx, ly), (rx, ry) = sorted((tuple(map(float, left)), tuple(map(float, right))))
+    if rx - lx < w * 0.2 or abs(ry - ly) > h * 0.25:
+        return None
+    return (lx, ly), (rx, ry)
+
+
+def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+def _downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Detect on a downscaled copy of huge photos; returns the copy and its scale."""
+    import cv2
+
+    scale = min(1.0, max_side / max(pixels.shape[:2]))
+    if scale >= 1:
+        return pixels, 1.0
+    return cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+
+
+class OpenCVDetector:
+    """Haar cascade frontal-face detector; smallest face ``min_size`` px."""
+
+    name = "opencv"
+
+    def __init__(self, min_size: int = 24, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 align: bool = True, max_side: int = 1280) -> None:
+        import cv2
+
+        self.cv2 = cv2
+        base = cv2.data.haarcascades
+        self.face = cv2.CascadeClassifier(base + "haarcascade_frontalface_default.xml")
+        if self.face.empty():
+            raise DetectorError(f"OpenCV's Haar cascade could not be loaded from {base}")
+        self.eyes = HaarEyes() if align else None
+        self.min_size, self.scale_factor, self.min_neighbors = min_size, scale_factor, min_neighbors
+        self.max_side = max_side
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
+        gray = np.asarray(image.convert("L"))
+        small, scale = _downscale(gray, self.max_side)
+        small = self.cv2.equalizeHist(small)
+        boxes, _, weights = self.face.detectMultiScale3(
+            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size), outputRejectLevels=True)
+        faces = []
+        for (x, y, w, h), wt in zip(boxes, np.asarray(weights).reshape(-1), strict=False):
+            box = _clip_box(x / scale, y / scale, w / scale, h / scale, gray.shape[1], gray.shape[0])
+            faces.append(Face(box=box, score=float(wt), eyes=self.eyes(gray, box) if self.eyes else None))
+        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
+        return faces
+
+
+class DlibDetector:
+    """dlib's HOG + linear SVM frontal-face detector (no model file); ``upsample`` finds faces down to ~40 px."""
+
+    name = "dlib"
+
+    def __init__(self, upsample: int = 1, threshold: float = 0.0, align: bool = True, max_side: int = 1280) -> None:
+        try:
+            import dlib
+        except ImportError as exc:
+            raise DetectorError("detector 'dlib' needs dlib: pip install dlib-bin (or dlib)") from exc
+        self.detector = dlib.get_frontal_face_detector()
+        self.upsample, self.threshold, self.max_side = upsample, threshold, max_side
+        self.eyes = HaarEyes() if align else None
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
+        rgb = np.asarray(image.convert("RGB"))
+        small, scale = _downscale(rgb, self.max_side)
+        rects, scores, _ = self.detector.run(np.ascontiguousarray(small), self.upsample, self.threshold)
+        gray = np.asarray(image.convert("L")) if self.eyes else None
+        faces = []
+        for r, sc in zip(rects, scores, strict=True):
+            box = _clip_box(r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale,
+                            rgb.shape[1], rgb.shape[0])
+            if box[2] > 0 and box[3] > 0:
+                faces.append(Face(box=box, score=float(sc), eyes=self.eyes(gray, box) if self.eyes else None))
+        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
+        return faces
+
+
+class MTCNNDetector:
+    """MTCNN (facenet-pytorch): boxes, probabilities and five landmarks; the eyes are landmarks 0 and 1."""
+
+    name = "mtcnn"
+
+    def __init__(self, min_face_size: int = 20, threshold: float = 0.9, device: str = "cpu",
+                 align: bool = True) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as exc:
+            raise DetectorError(
+                "detector 'mtcnn' needs facenet-pytorch and torchvision: pip install facenet-pytorch "
+                "(its pins ask for torch<2.3; beside a newer torch use pip install --no-deps facenet-pytorch "
+                "requests tqdm)") from exc
+        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
+        self.threshold, self.align = threshold, align
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
+        image = image.convert("RGB")
+        boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
+        if boxes is None:
+            return []
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
+        faces = []
+        for (x0, y0, x1, y1), p, pts in zip(boxes, probs, points, strict=True):
+            if p < self.threshold:
+                continue
+            box = _clip_box(x0, y0, x1 - x0, y1 - y0, image.width, image.height)
+            if box[2] <= 0 or box[3] <= 0:
+                continue
+            eyes = plausible_eyes(pts[0], pts[1], box[2], box[3]) if self.align else None
+            faces.append(Face(box=box, score=float(p), eyes=eyes))
+        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
+        return faces
+
+
+# name -> builder(device); the order is the order of ``--detector`` choices. Optional backends import their
+# package when built, so listing them costs nothing.
+DETECTORS: dict[str, Callable[[str], Detector]] = {
+    "opencv": lambda device: OpenCVDetector(),
+    "dlib": lambda device: DlibDetector(),
+    "mtcnn": lambda device: MTCNNDetector(device=device),
+    "none": lambda device: NoDetector(),
+}
+
+
+def check_detector_name(name: str) -> str:
+    """``name`` itself when it is a registered detector, else :class:`UnknownDetectorError` listing them."""
+    if name not in DETECTORS:
+        raise unknown_name("detector", name, DETECTORS, UnknownDetectorError)
+    return name
+
+
+def create_detector(name: str, device: str = "cpu") -> Detector:
+    """A face detector by name (see the module docstring); optional backends import their package here."""
+    return DETECTORS[check_detector_name(name)](device)
+
+
+class FaceCropper:
+    """The largest face of an image, cropped and eye-aligned as at inference; for data sets of uncropped frames.
+
+    When no upright face is found, the frame turned a quarter either way is tried too: some sequence archives
+    (e.g. parts of MMI) store camera-rotated video, and the crop then comes out upright.
+    """
+
+    def __init__(self, detector: str, margin: float = DEFAULT_MARGIN, try_rotations: bool = True) -> None:
+        self.detector, self.margin, self.try_rotations = create_detector(detector), margin, try_rotations
+        self.key = f"{detector}:{margin}:{'rot' if try_rotations else 'upright'}"  # part of the cache fingerprint
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        from PIL import Image
+
+        turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270) if self.try_rotations else (None,)
+        for turn in turns:
+            view = image.transpose(turn) if turn is not None else image
+            faces = self.detector.detect(view)
+            if faces:
+                return crop_face(view, faces[0], self.margin)
+        raise ImageReadError(f"no face found by the {self.detector.name} detector")
+
+
+def crop_face(image: Image.Image, face: Face, margin: float) -> Image.Image:
+    """Square crop around the face box enlarged by ``margin`` per side, rotated so the eyes are level."""
+    from PIL import Image
+
+    x, y, w, h = face.box
+    cx, cy = x + w / 2, y + h / 2
+    side = max(w, h) * (1 + 2 * margin)
+    if face.eyes is not None:
+        (lx, ly), (rx, ry) = face.eyes
+        angle = math.degrees(math.atan2(ry - ly, rx - lx))
+        if abs(angle) > 1.0:
+            image = image.rotate(angle, resample=Image.BILINEAR, center=(cx, cy))
+    box = (int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(cx + side / 2)), int(round(cy + side / 2)))
+    return image.crop(box)  # PIL pads out-of-image areas with black

@@ -1,0 +1,127 @@
+"""The package's shape: imports flow one way, with no circle, module-level or function-local.
+
+Layers, lowest first; a module may import its own layer or lower ones, never a higher one.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+LAYERS = [
+    ("fdrl.errors", "fdrl.literals"),
+    ("fdrl.models",),
+    ("fdrl.losses", "fdrl.optim"),
+    ("fdrl.faces",),
+    ("fdrl.config",),
+    ("fdrl.checkpoint",),
+    ("fdrl.data",),
+    ("fdrl.engine",),
+    ("fdrl.inference",),
+    ("fdrl.cli", "fdrl"),
+]
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((SRC / "fdrl").rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def _imports(name: str) -> set[str]:
+    """Every fdrl module ``name`` imports anywhere in its file (function-local imports included)."""
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]  # `from . import x` names a module
+        else:
+            continue
+        for target in targets:
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            inside = name.startswith(target + ".")  # a module's own package is already being imported
+            if target.startswith("fdrl") and target != name and not inside:
+                found.add(target)
+    # importing a.b.c runs a/b/__init__ first, unless the importer already lives inside a.b
+    for target in list(found):
+        parent = target.rpartition(".")[0]
+        while parent and parent != "fdrl":
+            if not (name == parent or name.startswith(parent + ".")):
+                found.add(parent)
+            parent = parent.rpartition(".")[0]
+    return found
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def _layer(name: str) -> int:
+    best = None
+    for rank, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if (name == p or name.startswith(p + ".")) and (best is None or len(p) > len(best[1])):
+                best = (rank, p)
+    assert best is not None, f"{name} belongs to no layer: add it to LAYERS"
+    return best[0]
+
+
+def test_every_module_has_a_layer_and_the_graph_is_real():
+    for name in MODULES:
+        _layer(name)
+    assert "fdrl.faces" in GRAPH["fdrl.data.base"] and "fdrl.errors" in GRAPH["fdrl.faces"]
+    assert "fdrl.engine.runner" in GRAPH["fdrl.cli"]  # function-local imports count
+
+
+def test_errors_imports_nothing_from_the_package():
+    assert GRAPH["fdrl.errors"] == set()
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_import_from_a_lower_layer_to_a_higher_one(name):
+    up = sorted(t for t in GRAPH[name] if _layer(t) > _layer(name))
+    assert not up, f"{name} (layer {_layer(name)}) imports higher layers: {[(t, _layer(t)) for t in up]}"
+
+
+def test_no_import_circle():
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for target in sorted(GRAPH[name]):
+            if state.get(target) == 1:
+                raise AssertionError("import circle: " + " -> ".join([*path[path.index(target):], target]))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[name] = 2
+
+    for name in sorted(MODULES):
+        if name not in state:
+            visit(name)
+
+
+def test_train_stays_short():
+    tree = ast.parse(MODULES["fdrl.engine.trainer"].read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+    assert fn.end_lineno - fn.lineno + 1 <= 80
