@@ -163,7 +163,7 @@ def test_init_from_checkpoint(tmp_path):
 
 
 def test_literal_fields_are_checked_with_the_full_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"train\.amp must be one of \['none', 'bf16', 'fp16'\], got 'fp8'"):
+    with pytest.raises(ConfigError, match=r"train\.amp must be one of \['auto', 'none', 'bf16', 'fp16'\], got 'fp8'"):
         load_config(None, ["train.amp=fp8"])
     (tmp_path / "c.yaml").write_text("loss: {centre_update: wenn}\n")
     with pytest.raises(ConfigError, match=r"loss\.centre_update must be one of \['wen', 'learned'\], got 'wenn'"):
