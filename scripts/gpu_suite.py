@@ -29,6 +29,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -228,7 +229,7 @@ class Run:
 
     def command(self) -> list[str]:
         sets = [a for o in self.overrides for a in ("--set", o)]
-        return [sys.executable, "-m", "fdrl.cli", "train", "--config", str(REPO / CONFIGS[self.variant]), *sets,
+        return [sys.executable, "-m", "fdrl.cli", "train", "--config", CONFIGS[self.variant], *sets,  # cwd: REPO
                 "--out", str(self.dir)]
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -318,7 +319,8 @@ def measure(runs: list[Run], steps: int) -> Probe:
             raise SuiteError(f"probe run {r.name}: {r.status}, {len(rows)} epochs logged; see runs_tail.log")
         step = rows[-1]["epoch_seconds"] / steps
         overhead = max(0.0, r.line_times[-1] - r.line_times[-2] - rows[-1]["epoch_seconds"])
-        startup = max(0.0, r.line_times[0] - r.started - rows[0]["epoch_seconds"] - overhead)
+        # the first epoch's warm-up (cuDNN, autocast caches) counts as start-up: every real run pays it once
+        startup = max(0.0, r.line_times[0] - r.started - rows[-1]["epoch_seconds"] - overhead)
         got.append(Probe(step, overhead, startup, max(0.0, r.ended - r.line_times[-1])))
     return Probe(*(max(getattr(p, k) for p in got) for k in ("step_s", "epoch_overhead_s", "startup_s", "finish_s")))
 
@@ -544,17 +546,19 @@ def run_suite(args: argparse.Namespace) -> int:
         raise SuiteError(f"--device {args.device}: torch {torch.__version__} sees no CUDA device (use --device cpu "
                          f"with --smoke for the CPU check)")
     seeds = args.seeds if args.seeds is not None else ([0] if args.smoke else [0, 1, 2])
+    old_handler = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's TERM: outputs still written
     s = Suite(args)
-    s.info.update(machine=_machine(args.device), torch=torch.__version__, seeds=seeds)
-    s.log(f"gpu suite: {s.info['machine']}; torch {torch.__version__}; work {s.work}; out {s.out}")
-    data = unpack(Path(args.pack), s.work / "data")
-    s.log(f"unpacked {data['images']} JPEGs ({data['splits']}) to {data['root']}")
-    parallel = max(1, min(args.parallel, 2 * len(seeds)))
-    threads = max(1, (os.cpu_count() or 2) // parallel)
-    env, common = s.env(threads), s.recipe(data["root"], threads)
     try:
-        return _stages(s, args, data, seeds, parallel, env, common)
+        s.info.update(machine=_machine(args.device), torch=torch.__version__, seeds=seeds)
+        s.log(f"gpu suite: {s.info['machine']}; torch {torch.__version__}; work {s.work}; out {s.out}")
+        data = unpack(Path(args.pack), s.work / "data")
+        s.log(f"unpacked {data['images']} JPEGs ({data['splits']}) to {data['root']}")
+        parallel = max(1, min(args.parallel, 2 * len(seeds)))
+        threads = max(1, (os.cpu_count() or 2) // parallel)
+        env, common = s.env(threads), s.recipe(data["root"], threads)
+        return _stages(s, args, seeds, parallel, env, common)
     finally:
+        signal.signal(signal.SIGTERM, old_handler)
         s.write_outputs()
         problems = check_out(s.out)
         s.log("outputs: " + ", ".join(str(p.relative_to(s.out)) for p in sorted(s.out.rglob("*")) if p.is_file())
@@ -562,8 +566,8 @@ def run_suite(args: argparse.Namespace) -> int:
         s.logfile.close()
 
 
-def _stages(s: Suite, args: argparse.Namespace, data: dict[str, Any], seeds: list[int], parallel: int,
-            env: dict[str, str], common: list[str]) -> int:
+def _stages(s: Suite, args: argparse.Namespace, seeds: list[int], parallel: int, env: dict[str, str],
+            common: list[str]) -> int:
     from fdrl.config import load_config
     from fdrl.engine.trainer import load_splits
 
@@ -587,6 +591,7 @@ def _stages(s: Suite, args: argparse.Namespace, data: dict[str, Any], seeds: lis
                                                          "train.epochs=1", "train.batch_size=32",
                                                          f"train.max_steps_per_epoch={args.smoke_steps}"])
         supervise(smoke, 2, deadline, s.env(2), lambda r: None, s.log)
+        s.write_outputs()
         if any(r.status != "done" for r in smoke):
             s.log("smoke run failed: stopping before any long run (log tails in runs_tail.log)")
             return 1
@@ -597,7 +602,7 @@ def _stages(s: Suite, args: argparse.Namespace, data: dict[str, Any], seeds: lis
     steps = max(1, n_train // args.batch_size)
     requested = args.epochs if args.epochs is not None else (2 if args.smoke else 40)
     plan: dict[str, Any] = {"requested_epochs": requested, "batch_size": args.batch_size, "parallel": parallel,
-                            "steps_per_epoch": steps, "threads_per_run": threads_of(env)}
+                            "steps_per_epoch": steps, "threads_per_run": int(env["OMP_NUM_THREADS"])}
     if args.smoke:
         epochs, extra = requested, [f"train.max_steps_per_epoch={args.smoke_steps}"]
         plan.update(epochs=epochs, why=f"smoke: {args.smoke_steps} steps per epoch",
@@ -607,6 +612,7 @@ def _stages(s: Suite, args: argparse.Namespace, data: dict[str, Any], seeds: lis
         probe_runs = s.make_runs("probe", seeds, common, ["train.epochs=2",
                                                           f"train.max_steps_per_epoch={args.probe_steps}"])
         supervise(probe_runs, parallel, deadline, env, lambda r: None, s.log)
+        s.write_outputs()
         s.log(f"GPU memory used, utilisation after the probe: {_gpu_memory()}")
         probe = measure(probe_runs, min(steps, args.probe_steps))
         epochs, epoch_s = plan_epochs(requested, probe, steps, deadline - time.time())
@@ -634,10 +640,6 @@ def _stages(s: Suite, args: argparse.Namespace, data: dict[str, Any], seeds: lis
         s.log(f"planner check: {vars(probe)} -> {fit} full epochs of {epoch_s:.1f} s would fit {args.budget_s} s")
     s.log(f"GPU memory used, utilisation at the end: {_gpu_memory()}" if args.device.startswith("cuda") else "end")
     return 0 if all(r.status == "done" for r in s.main_runs) else 3
-
-
-def threads_of(env: dict[str, str]) -> int:
-    return int(env.get("OMP_NUM_THREADS", "1"))
 
 
 # ------------------------------------------------------------------------------------------------ launch-help
