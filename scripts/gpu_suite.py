@@ -519,20 +519,20 @@ def _machine(device: str) -> str:
     cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
     if not device.startswith("cuda"):
         return f"CPU only: {cpu}"
-    try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        gpu = ""
+    gpu = _nvidia_smi("name,memory.total,driver_version,compute_mode")
     return f"{gpu or 'CUDA device'} (torch sees {torch.cuda.device_count()}), {cpu}"
 
 
-def _gpu_memory() -> str:
+def _nvidia_smi(query: str) -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "?"
+        return ""
+
+
+def _gpu_memory() -> str:
+    return _nvidia_smi("memory.used,utilization.gpu") or "?"
 
 
 def run_suite(args: argparse.Namespace) -> int:
@@ -554,6 +554,9 @@ def run_suite(args: argparse.Namespace) -> int:
         data = unpack(Path(args.pack), s.work / "data")
         s.log(f"unpacked {data['images']} JPEGs ({data['splits']}) to {data['root']}")
         parallel = max(1, min(args.parallel, 2 * len(seeds)))
+        if args.device.startswith("cuda") and "exclusive" in _nvidia_smi("compute_mode").lower():
+            parallel = 1  # one CUDA context at a time: side by side would fail at the second process
+            s.log("the GPU's compute mode is exclusive: runs go one at a time")
         threads = max(1, (os.cpu_count() or 2) // parallel)
         env, common = s.env(threads), s.recipe(data["root"], threads)
         return _stages(s, args, seeds, parallel, env, common)
@@ -590,7 +593,7 @@ def _stages(s: Suite, args: argparse.Namespace, seeds: list[int], parallel: int,
         smoke = s.make_runs("smoke", seeds[:1], common, ["data.max_samples=64", "data.cache=false",
                                                          "train.epochs=1", "train.batch_size=32",
                                                          f"train.max_steps_per_epoch={args.smoke_steps}"])
-        supervise(smoke, 2, deadline, s.env(2), lambda r: None, s.log)
+        supervise(smoke, min(2, parallel), deadline, s.env(2), lambda r: None, s.log)
         s.write_outputs()
         if any(r.status != "done" for r in smoke):
             s.log("smoke run failed: stopping before any long run (log tails in runs_tail.log)")
@@ -611,17 +614,21 @@ def _stages(s: Suite, args: argparse.Namespace, seeds: list[int], parallel: int,
         # 2. Probe: every run side by side for a few short epochs; the slowest run's costs set the epoch count.
         probe_runs = s.make_runs("probe", seeds, common, ["train.epochs=2",
                                                           f"train.max_steps_per_epoch={args.probe_steps}"])
+        s.all_runs = [r for r in s.all_runs if r not in probe_runs[parallel:]]  # one wave shows the contention
+        probe_runs = probe_runs[:parallel]
         supervise(probe_runs, parallel, deadline, env, lambda r: None, s.log)
         s.write_outputs()
         s.log(f"GPU memory used, utilisation after the probe: {_gpu_memory()}")
         probe = measure(probe_runs, min(steps, args.probe_steps))
-        epochs, epoch_s = plan_epochs(requested, probe, steps, deadline - time.time())
+        waves = math.ceil(2 * len(seeds) / parallel)
+        epochs, epoch_s = plan_epochs(requested, probe, steps, (deadline - time.time()) / waves)
         plan.update(epochs=epochs, probe={k: round(v, 4) for k, v in vars(probe).items()},
                     estimated_epoch_s=round(epoch_s, 1),
                     why=("as requested" if epochs == requested else
                          f"reduced from {requested} so the runs end inside the budget") +
                     f"; probe: {probe.step_s * 1000:.0f} ms/step, {probe.epoch_overhead_s:.1f} s validation per epoch,"
-                    f" {probe.startup_s:.0f} s start, {probe.finish_s:.0f} s finish, all {parallel} runs side by side")
+                    f" {probe.startup_s:.0f} s start, {probe.finish_s:.0f} s finish, {parallel} runs side by side,"
+                    f" {waves} wave(s)")
         extra = []
         if epochs < 1:
             s.info["plan"] = plan

@@ -134,3 +134,30 @@ def test_results_table_pairs_seeds(tmp_path):
     table = gs.results_markdown(runs, ["# t"])
     assert "| 0 | 60.00 | 62.00 | +2.00 |" in table and "| 1 | 61.00 | 62.00 | +1.00 |" in table
     assert "| mean ± std (2 complete pairs) | 60.50 ± 0.71 | 62.00 ± 0.00 | +1.50 ± 0.71 |" in table
+
+
+class _Cmd(gs.Run):
+    """A Run whose process is a stand-in command: the supervisor's bookkeeping without training."""
+
+    code: str = ""
+
+    def command(self):
+        return [sys.executable, "-c", self.code]
+
+
+def test_supervise_guard_stops_overrunning_runs_and_reports_failures(tmp_path):
+    slow = _Cmd("slow", "fdrl", 0, tmp_path / "slow", [])
+    slow.code = "import time; time.sleep(60)"
+    bad = _Cmd("bad", "baseline", 0, tmp_path / "bad", [])
+    bad.code = "import sys; print('boom'); sys.exit(3)"
+    late = _Cmd("late", "fdrl", 1, tmp_path / "late", [])  # starts when "bad" frees its slot
+    late.code = slow.code
+    queued = _Cmd("queued", "baseline", 1, tmp_path / "queued", [])
+    ended = []
+    gs.supervise([slow, bad, late, queued], parallel=2, deadline=gs.time.time() + 6, env=dict(gs.os.environ),
+                 on_end=lambda r: ended.append(r.name), log=lambda m: None, poll_s=0.05)
+    assert bad.status == "failed (rc 3)" and "boom" in bad.tail()
+    for r in (slow, late):
+        assert r.status == "stopped by the guard after epoch 0" and r.ended - r.started < 20
+    assert queued.status == "not started (no time left)" and queued.proc is None
+    assert ended == ["bad", "slow", "late", "queued"]
