@@ -61,7 +61,8 @@ CKPT_DIR, CKPT_NAME = "checkpoint", "fdrl_best.pt"
 
 # Keys the suite owns: the protocol and the per-run settings it sets itself.
 PROTECTED = ("data.dataset", "data.root", "data.train_split", "data.val_split", "data.test_split", "data.cache",
-             "data.cache_dir", "train.epochs", "train.seed", "train.device", "train.max_steps_per_epoch")
+             "data.cache_dir", "train.epochs", "train.seed", "train.device", "train.max_steps_per_epoch",
+             "train.batch_size", "train.amp", "model.stem", "data.preprocessing.input_size")  # last 4: flags
 
 
 class SuiteError(RuntimeError):
@@ -470,11 +471,14 @@ class Suite:
         key = (best.name, res["best_epoch"])
         if key == self.packaged:
             return
-        slim = self.work / CKPT_NAME
-        slim_checkpoint(best.dir / "best.pt", slim, half=True)
-        info = split_file(slim, self.out / CKPT_DIR, {"run": best.name, "seed": best.seed, **res})
+        path = self.work / CKPT_NAME
+        slim = slim_checkpoint(best.dir / "best.pt", path, half=True)
+        # the checkpoint's own epoch and figures: a run stopped between its metrics line and its save holds the last
+        meta = {"run": best.name, "seed": best.seed, "epoch": slim["epoch"],
+                **{k: slim["metrics"].get(k) for k in ("val_accuracy", "val_mean_class_accuracy")}}
+        info = split_file(path, self.out / CKPT_DIR, meta)
         self.packaged = key
-        self.log(f"packed {best.name} best.pt (epoch {res['best_epoch']}, PublicTest {_pct(res['val_accuracy'])} %) "
+        self.log(f"packed {best.name} best.pt (epoch {meta['epoch']}, PublicTest {_pct(meta['val_accuracy'])} %) "
                  f"as fp16: {info['bytes'] / 2**20:.1f} MiB in {len(info['parts'])} part(s)")
 
     def recipe(self, data_root: str, threads: int) -> list[str]:
@@ -541,7 +545,8 @@ def run_suite(args: argparse.Namespace) -> int:
     for item in args.overrides:
         key = item.split("=", 1)[0].strip()
         if key.startswith(PROTECTED):
-            raise SuiteError(f"--set {key}: set by the suite (protocol and per-run settings: {', '.join(PROTECTED)})")
+            raise SuiteError(f"--set {key}: set by the suite or its flags (--batch-size, --amp, --stem, --size); "
+                             f"the suite's keys: {', '.join(PROTECTED)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SuiteError(f"--device {args.device}: torch {torch.__version__} sees no CUDA device (use --device cpu "
                          f"with --smoke for the CPU check)")
@@ -563,6 +568,8 @@ def run_suite(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, old_handler)
         s.write_outputs()
+        if args.work is None and not args.keep_work:
+            shutil.rmtree(s.work, ignore_errors=True)  # GBs of checkpoints, in /dev/shm where it has room
         problems = check_out(s.out)
         s.log("outputs: " + ", ".join(str(p.relative_to(s.out)) for p in sorted(s.out.rglob("*")) if p.is_file())
               + ("; PROBLEMS: " + "; ".join(problems) if problems else "; all within the device's return limits"))
@@ -716,7 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--probe-steps", type=int, default=20)
     r.add_argument("--smoke-steps", type=int, default=2)
     r.add_argument("--smoke", action="store_true", help="a few steps per run, no probe (the CPU check in CI)")
-    r.add_argument("--work", default=None, help="scratch folder (default: a new one under the temp dir)")
+    r.add_argument("--work", default=None, help="scratch folder, kept (default: a new one, removed at the end)")
+    r.add_argument("--keep-work", action="store_true", help="keep the default scratch folder (run folders, logs)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe overrides for every run (not the protocol's keys)")
     j = sub.add_parser("join", help="rejoin the checkpoint parts that came back and verify their sha256")
@@ -737,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             info = join_parts(Path(args.parts), Path(args.out))
             print(f"{args.out}: {info['bytes']} bytes, sha256 {info['sha256']} verified ({len(info['parts'])} parts; "
-                  f"run {info.get('run')}, epoch {info.get('best_epoch')}, "
+                  f"run {info.get('run')}, epoch {info.get('epoch')}, "
                   f"PublicTest {_pct(info.get('val_accuracy'))} %)")
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
