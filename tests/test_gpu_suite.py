@@ -1,0 +1,163 @@
+"""scripts/gpu_suite.py: pack (original JPEG bytes, protocol splits only), the CPU smoke run end to end with the
+device machine's return limits, the rejoined checkpoint, and the epoch planning."""
+
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import fdrl
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_suite.py"
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def _suite():
+    spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_suite"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+gs = _suite()
+
+
+@pytest.fixture
+def fer_tree(tmp_path, img):
+    """A tiny FER2013 image-folder release: real JPEGs, official names; PrivateTest files must never be packed."""
+    root = tmp_path / "fer2013"
+    n = 0
+    for c in CLASSES:
+        for _ in range(3):
+            img(root / "train" / c / f"Training_{1000 + n}.jpg", seed=n, mode="L")
+            n += 1
+        for _ in range(2):
+            img(root / "test" / c / f"PublicTest_{1000 + n}.jpg", seed=n, mode="L")
+            n += 1
+    img(root / "test" / "angry" / "PrivateTest_999.jpg", seed=99, mode="L")
+    return root
+
+
+def test_pack_keeps_original_bytes_and_only_protocol_splits(fer_tree, tmp_path):
+    m = gs.pack(fer_tree, tmp_path / "pack", log=lambda s: None)
+    assert m["splits"] == {"Training": 21, "PublicTest": 14} and m["left_out"] == {"test/PrivateTest": 1}
+    with tarfile.open(tmp_path / "pack" / gs.ARCHIVE, "r:gz") as tar:
+        names = tar.getnames()
+        assert tar.extractfile("train/happy/Training_1015.jpg").read() == \
+            (fer_tree / "train/happy/Training_1015.jpg").read_bytes()
+    assert not any("PrivateTest" in n for n in names)
+    data = gs.unpack(tmp_path / "pack", tmp_path / "un")
+    assert len(list(Path(data["root"]).rglob("*.jpg"))) == 35
+    assert gs.pack(fer_tree, tmp_path / "again", log=lambda s: None)["sha256"] == m["sha256"]  # reproducible
+
+
+def test_unpack_refuses_foreign_members_and_a_changed_archive(fer_tree, tmp_path):
+    pack = tmp_path / "pack"
+    gs.pack(fer_tree, pack, log=lambda s: None)
+    with tarfile.open(pack / gs.ARCHIVE, "w:gz") as tar:  # a PrivateTest image smuggled in
+        info = tarfile.TarInfo("test/angry/PrivateTest_1.jpg")
+        data = (fer_tree / "test/angry/PrivateTest_999.jpg").read_bytes()
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(gs.SuiteError, match="sha256 differs"):
+        gs.unpack(pack, tmp_path / "un")
+    manifest = json.loads((pack / gs.MANIFEST).read_text())
+    manifest["sha256"] = gs.sha256_file(pack / gs.ARCHIVE)
+    (pack / gs.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(gs.SuiteError, match="unexpected member 'test/angry/PrivateTest_1.jpg'"):
+        gs.unpack(pack, tmp_path / "un")
+
+
+def test_smoke_run_on_cpu_end_to_end(fer_tree, tmp_path):
+    gs.pack(fer_tree, tmp_path / "pack", log=lambda s: None)
+    out = tmp_path / "out"
+    rc = gs.main(["run", "--pack", str(tmp_path / "pack"), "--out", str(out), "--smoke", "--device", "cpu",
+                  "--amp", "none", "--seeds", "0", "--batch-size", "8", "--work", str(tmp_path / "work"),
+                  "--budget-s", "300"])
+    log = (out / "suite.log").read_text()
+    assert rc == 0, log + (out / "runs_tail.log").read_text()
+    assert gs.check_out(out) == [] and len([p for p in out.rglob("*") if p.is_file()]) <= gs.MAX_OUT_FILES
+    summaries = json.loads((out / "summaries.json").read_text())
+    assert {k: v["status"] for k, v in summaries["runs"].items()} == {"baseline_s0": "done", "fdrl_s0": "done"}
+    cfg = summaries["runs"]["fdrl_s0"]["summary"]["config"]
+    assert (cfg["data"]["train_split"], cfg["data"]["val_split"], cfg["data"]["test_split"]) == ("train", "val", None)
+    assert cfg["model"]["stem"] == "small" and cfg["train"]["epochs"] == 2
+    assert "planner check" in log
+    table = (out / "results.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| 0 |"))
+    assert row.count("done") == 2 and "–" not in row.split("|")[4]  # the paired difference is there
+    parts = sorted((out / gs.CKPT_DIR).glob("*.part*"))
+    assert parts and all(p.stat().st_size <= gs.PART_BYTES for p in parts)
+    joined = tmp_path / "fdrl_best.pt"
+    assert gs.main(["join", "--parts", str(out / gs.CKPT_DIR), "--out", str(joined)]) == 0
+    loaded = fdrl.load_checkpoint(joined)
+    assert loaded.raw["model_name"] == "fdrl_resnet18" and "optimizer_state" not in loaded.raw
+    assert all(v.dtype == torch.float16 for v in loaded.raw["model_state"].values() if v.is_floating_point())
+    parts[0].write_bytes(parts[0].read_bytes()[:-1] + b"\0")  # one damaged byte
+    with pytest.raises(gs.SuiteError, match="damaged or stale"):
+        gs.join_parts(out / gs.CKPT_DIR, tmp_path / "again.pt")
+
+
+def test_run_refuses_protocol_overrides(tmp_path, capsys):
+    rc = gs.main(["run", "--pack", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu",
+                  "--set", "data.val_split=test"])
+    assert rc == 2 and "--set data.val_split: set by the suite" in capsys.readouterr().err
+
+
+def test_plan_epochs_fits_the_budget():
+    probe = gs.Probe(step_s=0.05, epoch_overhead_s=2.0, startup_s=10.0, finish_s=5.0)
+    epochs, epoch_s = gs.plan_epochs(40, probe, steps_per_epoch=112, seconds_left=400)
+    assert epoch_s == pytest.approx(1.15 * (0.05 * 112 + 2.0))
+    assert epochs == 40  # 40 x 8.74 s + 15 s = 365 s < 400 s
+    epochs, epoch_s = gs.plan_epochs(40, probe, steps_per_epoch=112, seconds_left=200)
+    assert epochs == 21 and 10 + 5 + epochs * epoch_s <= 200 < 10 + 5 + (epochs + 1) * epoch_s
+    assert gs.plan_epochs(40, probe, 112, seconds_left=10)[0] == 0
+
+
+def test_results_table_pairs_seeds(tmp_path):
+    runs = []
+    for seed, (b, f) in enumerate([(0.60, 0.62), (0.61, 0.62)]):
+        for variant, acc in (("baseline", b), ("fdrl", f)):
+            r = gs.Run(f"{variant}_s{seed}", variant, seed, tmp_path / f"{variant}_s{seed}", [], status="done",
+                       started=1.0, ended=2.0)
+            r.dir.mkdir()
+            rows = [{"epoch": 1, "val_accuracy": acc - 0.1, "val_mean_class_accuracy": 0.4},
+                    {"epoch": 2, "val_accuracy": acc, "val_mean_class_accuracy": 0.5}]
+            (r.dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+            runs.append(r)
+    table = gs.results_markdown(runs, ["# t"])
+    assert "| 0 | 60.00 | 62.00 | +2.00 |" in table and "| 1 | 61.00 | 62.00 | +1.00 |" in table
+    assert "| mean ± std (2 complete pairs) | 60.50 ± 0.71 | 62.00 ± 0.00 | +1.50 ± 0.71 |" in table
+
+
+class _Cmd(gs.Run):
+    """A Run whose process is a stand-in command: the supervisor's bookkeeping without training."""
+
+    code: str = ""
+
+    def command(self):
+        return [sys.executable, "-c", self.code]
+
+
+def test_supervise_guard_stops_overrunning_runs_and_reports_failures(tmp_path):
+    slow = _Cmd("slow", "fdrl", 0, tmp_path / "slow", [])
+    slow.code = "import time; time.sleep(60)"
+    bad = _Cmd("bad", "baseline", 0, tmp_path / "bad", [])
+    bad.code = "import sys; print('boom'); sys.exit(3)"
+    late = _Cmd("late", "fdrl", 1, tmp_path / "late", [])  # starts when "bad" frees its slot
+    late.code = slow.code
+    queued = _Cmd("queued", "baseline", 1, tmp_path / "queued", [])
+    ended = []
+    gs.supervise([slow, bad, late, queued], parallel=2, deadline=gs.time.time() + 6, env=dict(gs.os.environ),
+                 on_end=lambda r: ended.append(r.name), log=lambda m: None, poll_s=0.05)
+    assert bad.status == "failed (rc 3)" and "boom" in bad.tail()
+    for r in (slow, late):
+        assert r.status == "stopped by the guard after epoch 0" and r.ended - r.started < 20
+    assert queued.status == "not started (no time left)" and queued.proc is None
+    assert ended == ["bad", "slow", "late", "queued"]
