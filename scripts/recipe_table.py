@@ -31,6 +31,9 @@ def main(dirs: list[str]) -> None:
     epochs = 0
     rows = []
     for d in dirs:
+        if not (Path(d) / "config.yaml").is_file():
+            print(f"note: {d} has not started (no config.yaml); left out", file=sys.stderr)
+            continue
         cfg = flat(yaml.safe_load((Path(d) / "config.yaml").read_text()))
         diff = {k: v for k, v in cfg.items() if (k not in ref or ref[k] != v) and k != "train.seed"}
         hist = [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()] \

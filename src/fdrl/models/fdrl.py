@@ -17,6 +17,12 @@ from ..literals import check_literal_fields
 from .trunks import build_trunk, check_trunk_name
 
 
+def _trunk_options(stem: str) -> dict[str, str]:
+    """Trunk options of a model config: only those that differ from every trunk's default, so a trunk without
+    a stem switch builds unless a stem is asked for (then build_trunk says it has no such option)."""
+    return {} if stem == "imagenet" else {"stem": stem}
+
+
 @dataclass
 class FDRLConfig:
     """Every number of the architecture; saved in checkpoints so the file alone rebuilds the model."""
@@ -98,7 +104,7 @@ class FDRL(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.backbone = build_trunk(c.trunk, stem=c.stem)
+        self.backbone = build_trunk(c.trunk, **_trunk_options(c.stem))
         # FDN: M separate FC(num_features->P)+ReLU. Never shared: every branch sees the same x.
         self.fdn = BranchLinear(c.num_latent, self.backbone.num_features, c.latent_dim, bias=c.linear_bias)
         # Intra-RM: per-branch FC(P->intra_out_dim)+Sigmoid; alpha is the L1 norm of that vector.
@@ -165,7 +171,7 @@ class BaselineResNet18(nn.Module):
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_trunk(config.trunk, stem=config.stem)
+        self.backbone = build_trunk(config.trunk, **_trunk_options(config.stem))
         self.classifier = nn.Linear(self.backbone.num_features, config.num_classes)
 
     @property

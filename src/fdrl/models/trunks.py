@@ -29,7 +29,12 @@ def check_trunk_name(name: str) -> str:
 
 def build_trunk(name: str, **options: Any) -> nn.Module:
     """The trunk ``name`` built with ``options``; it has ``num_features``."""
-    trunk = TRUNKS[check_trunk_name(name)](**options)
+    try:
+        trunk = TRUNKS[check_trunk_name(name)](**options)
+    except TypeError as exc:
+        if not options:
+            raise
+        raise ValueError(f"trunk {name!r} does not take the option(s) {sorted(options)}: {exc}") from None
     if not isinstance(getattr(trunk, "num_features", None), int):
         raise TypeError(f"trunk {name!r} does not say its feature width (num_features)")
     return trunk
