@@ -2,7 +2,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+import fdrl
+from fdrl.checkpoint import atomic_save, make_checkpoint
+from fdrl.config import Preprocessing
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]  # FER2013 order; the tiny ckpt
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -25,3 +32,13 @@ def shared(name: str) -> Path:
     if not p.is_dir():
         pytest.skip(f"{p} not present (real data is only on the development machines)")
     return p
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny random-weight FDRL checkpoint (M=3, 40 px grayscale) for inference and export tests."""
+    torch.manual_seed(0)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
+    return path

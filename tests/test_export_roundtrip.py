@@ -8,25 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import fdrl
 from conftest import write_image
-from fdrl.checkpoint import CheckpointError, atomic_save, make_checkpoint
+from fdrl.checkpoint import CheckpointError
 from fdrl.cli import main
-from fdrl.config import Preprocessing
 from fdrl.inference.recognizer import Recognizer
 
-CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 FACES = 7  # more than the export's example batch (2) and not a multiple of the fixed batch below (4)
 needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
-    return path
 
 
 @pytest.fixture(scope="module")

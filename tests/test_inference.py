@@ -11,23 +11,12 @@ import torch
 from PIL import Image
 
 import fdrl
-from conftest import shared, write_image
+from conftest import CLASSES, shared, write_image
 from fdrl.checkpoint import CheckpointError, atomic_save, make_checkpoint
 from fdrl.cli import main
 from fdrl.config import Preprocessing
 from fdrl.data.base import read_image
 from fdrl.inference.recognizer import Recognizer
-
-CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import fdrl
-from conftest import write_image
-from fdrl.checkpoint import CheckpointError, atomic_save, make_checkpoint
+from conftest import CLASSES, write_image
+from fdrl.checkpoint import CheckpointError
 from fdrl.cli import main
-from fdrl.config import Preprocessing
 from fdrl.inference.packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 from fdrl.inference.recognizer import Recognizer, packaged_checkpoint
-
-CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
-    return path
 
 
 def test_every_packaged_model_is_installed_with_its_card():

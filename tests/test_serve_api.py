@@ -13,31 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("python_multipart", reason="the serve extra is not installed (pip install -e '.[serve]')")
 httpx = pytest.importorskip("httpx", reason="httpx (the test extra) is not installed")
 
-import fdrl  # noqa: E402
-from conftest import write_image  # noqa: E402
-from fdrl.checkpoint import atomic_save, make_checkpoint  # noqa: E402
+from conftest import CLASSES, write_image  # noqa: E402
 from fdrl.cli import main  # noqa: E402
-from fdrl.config import Preprocessing  # noqa: E402
 from fdrl.inference.recognizer import Recognizer  # noqa: E402
 from fdrl.inference.serve import MB, Limits, create_app  # noqa: E402
-
-CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=40, grayscale=True)), path)
-    return path
 
 
 @pytest.fixture(scope="module")
