@@ -135,6 +135,11 @@ def _pool(r: _Reader, kind: str) -> dict[str, Any]:
     return {k: r.int(f"{kind} {k}") for k in keys}
 
 
+def _multipliers(r: _Reader, kind: str) -> dict[str, float]:
+    """The learning-rate and weight-decay multipliers that close a con_ or fc_ layer (unused here, but read)."""
+    return {k: r.float(f"{kind} {k}") for k in ("lr_mult", "wd_mult", "bias_lr_mult", "bias_wd_mult")}
+
+
 def _layer_details(r: _Reader) -> DlibLayer:
     """One layer's own serialisation, which always starts with its type tag."""
     offset = r.pos
@@ -146,8 +151,7 @@ def _layer_details(r: _Reader) -> DlibLayer:
             v[k] = r.int(f"con_ {k}")
         v["filters"] = r.alias("con_ filters")
         v["biases"] = r.alias("con_ biases")
-        for k in ("lr_mult", "wd_mult", "bias_lr_mult", "bias_wd_mult"):
-            v[k] = r.float(f"con_ {k}")
+        v.update(_multipliers(r, "con_"))
     elif kind == "affine_":
         v["params"] = r.tensor("affine_ params")
         v["gamma"] = r.alias("affine_ gamma")
@@ -160,8 +164,7 @@ def _layer_details(r: _Reader) -> DlibLayer:
         v["weights"] = r.alias("fc_ weights")
         v["biases"] = r.alias("fc_ biases")
         v["bias_mode"] = r.int("fc_ bias_mode")  # 0 FC_HAS_BIAS, 1 FC_NO_BIAS
-        for k in ("lr_mult", "wd_mult", "bias_lr_mult", "bias_wd_mult"):
-            v[k] = r.float(f"fc_ {k}")
+        v.update(_multipliers(r, "fc_"))
     elif kind in ("max_pool_2", "avg_pool_2"):
         v = _pool(r, kind)
     elif kind in ("relu_", "add_prev_"):
