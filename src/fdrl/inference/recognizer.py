@@ -122,20 +122,37 @@ class _TorchBackend:
         return out.logits.float().cpu().numpy(), None if out.alpha is None else out.alpha.float().cpu().numpy()
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a runtime's message, cut short: the detail without its C++ stack."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
 class _OnnxBackend:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         import onnxruntime as ort
 
         from .export import read_onnx_metadata
 
-        self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        self.path = os.fspath(path)
+        try:  # onnxruntime's errors derive from Exception only; one line naming the file instead of a traceback
+            self.session = ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, NoSuchFile, Fail, ... share no base class
+            raise CheckpointError(f"{self.path}: not a readable ONNX model "
+                                  f"(expected a file written by `fdrl export --format onnx`): "
+                                  f"{_first_line(exc)}") from exc
         meta = read_onnx_metadata(self.session)
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
         self.fixed_batch = meta["fixed_batch"]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        res = self.session.run(None, {"images": x.numpy().astype(np.float32)})
+        try:
+            res = self.session.run(None, {"images": x.numpy().astype(np.float32)})
+        except Exception as exc:  # noqa: BLE001 - InvalidArgument (shape, type) and Fail have no common base
+            expected = self.session.get_inputs()[0].shape
+            raise CheckpointError(f"{self.path}: the ONNX model expects input 'images' of shape {expected} "
+                                  f"(float32), got {list(x.shape)}: {_first_line(exc)}") from exc
         alpha = res[1] if len(res) > 1 and res[1].shape[-1] > 0 else None
         return res[0], alpha
 
