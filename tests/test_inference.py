@@ -279,6 +279,22 @@ def test_predict_cli_formats_and_exit_code(ckpt, tmp_path, capsys):
     assert "unreadable" in lines[-1] and (tmp_path / "ann" / "a_annotated.jpg").is_file()
 
 
+def test_predict_outputs_class_order_lf_csv_plural_and_score_help(ckpt, tmp_path, capsys):
+    img = write_image(tmp_path / "a.png", (64, 64))
+    assert main(["predict", str(img), "--checkpoint", str(ckpt), "--detector", "none", "--format", "json"]) == 0
+    face = json.loads(capsys.readouterr().out)["faces"][0]
+    assert list(face["probabilities"]) == CLASSES != sorted(CLASSES)  # the model's order, not alphabetical
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(img), "--checkpoint", str(ckpt), "--detector", "none", "--format", "csv",
+                 "--out", str(out)]) == 0
+    assert b"\r" not in out.read_bytes() and out.read_text().count("\n") == 2
+    assert out.read_text().splitlines()[0].endswith(",".join(f"p_{c}" for c in CLASSES) + ",alpha_1,alpha_2,alpha_3")
+    assert f"wrote 1 face row for 1 input to {out}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "score: the face detector's confidence" in " ".join(capsys.readouterr().out.split())
+
+
 def test_predict_video(ckpt, tmp_path, capsys):
     import cv2
 
