@@ -48,7 +48,7 @@ def test_exported_model_predicts_more_faces_than_any_batch(ckpt, faces, tmp_path
         assert (a["image_id"], a["label"]) == (b["image_id"], b["label"])
         np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-4)
         np.testing.assert_allclose(a["alpha"], b["alpha"], atol=1e-4)
-    tensor = rec.predict(torch.rand(FACES, 1, 40, 40))  # the pre-cropped path goes through the same chunking
+    tensor = rec.predict_tensor(torch.rand(FACES, 1, 40, 40))  # the pre-cropped path goes through the same chunking
     assert len(tensor.faces) == FACES
 
 

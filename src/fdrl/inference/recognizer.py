@@ -23,6 +23,7 @@ from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, tta_views
+from ..errors import InputError
 from ..faces import Face, create_detector, crop_face
 from .packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
@@ -299,10 +300,20 @@ class Recognizer:
                 yield str(p), exc
 
     def predict_tensor(self, batch: torch.Tensor) -> PredictionResult:
-        """A (B, C, H, W) batch of face crops (uint8, or float in [0, 1]); no detection."""
+        """Pre-cropped faces, no detection: a (B, C, H, W) batch, each item one face filling the frame, uint8
+        (0-255) or float in [0, 1]; the box of each is the whole item. For photos (faces found by the
+        detector) pass paths, PIL images or numpy arrays to :meth:`predict`."""
         if batch.dim() != 4 or batch.shape[1] not in (1, 3):
-            raise ValueError(f"tensor input must be (B, 1|3, H, W), got {tuple(batch.shape)}")
-        x = batch if batch.dtype == torch.uint8 else (batch.clamp(0, 1) * 255).round().to(torch.uint8)
+            raise InputError(f"predict_tensor: expected a (B, 1|3, H, W) batch of face crops, "
+                             f"got shape {tuple(batch.shape)}")
+        if batch.dtype != torch.uint8:
+            if not batch.is_floating_point():
+                raise InputError(f"predict_tensor: expected uint8 (0-255) or float (0-1) values, got {batch.dtype}")
+            lo, hi = (float(batch.min()), float(batch.max())) if batch.numel() else (0.0, 0.0)
+            if not (0.0 <= lo and hi <= 1.0):  # also catches NaN; a 0-255 float would be clamped to white
+                raise InputError(f"predict_tensor: float values must lie in [0, 1], got min {lo:g}, max {hi:g}; "
+                                 f"divide 0-255 pixels by 255 or pass a uint8 tensor")
+        x = batch if batch.dtype == torch.uint8 else (batch * 255).round().to(torch.uint8)
         if self.prep.grayscale and x.shape[1] == 3:
             x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
             x = x.to(torch.uint8)
@@ -324,9 +335,14 @@ class Recognizer:
                           None if a is None else [float(v) for v in a], frame)
 
     def predict(self, inputs: Any, bgr: bool = False) -> PredictionResult:
-        """Per-face predictions; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``)."""
+        """Faces found by the detector in photos (paths, folders, PIL images, HxWx3 uint8 numpy arrays), each
+        classified; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``). A tensor is
+        refused: it used to be taken as an already-cropped face, so the same photo answered differently as a
+        tensor and as a file; :meth:`predict_tensor` is the explicit call for pre-cropped faces."""
         if isinstance(inputs, torch.Tensor):
-            return self.predict_tensor(inputs)
+            raise InputError("predict() detects faces in photos (paths, PIL images, numpy HxWx3 uint8 arrays) and "
+                             "does not take tensors; for a batch of pre-cropped faces (no detection) call "
+                             "predict_tensor(batch), or pass the photo as a PIL image or numpy array")
         return self.predict_images(self._inputs(inputs, bgr))
 
     def predict_images(self, items: Iterable[tuple[str, Image.Image | Exception]]) -> PredictionResult:
