@@ -1,4 +1,5 @@
-"""``fdrl.Recognizer``: from raw photos (paths, folders, PIL, numpy, tensors) to per-face expression probabilities.
+"""``fdrl.Recognizer``: from photos (paths, folders, PIL, numpy) or pre-cropped face tensors to per-face expression
+probabilities.
 
 The preprocessing (face margin, size, grayscale, normalisation) comes from the checkpoint (or the ONNX file's
 metadata), never from literals repeated here.
