@@ -392,3 +392,13 @@ def test_missing_label_file_and_duplicate_ids(tmp_path):
     (root / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 1\ntrain_00001.jpg 2\n")
     with pytest.raises(DataError, match="duplicated sample ids"):
         create_dataset("rafdb", str(root), "train")
+
+
+def test_data_check_with_missing_root_fails(tmp_path, capsys):
+    from fdrl.cli import main
+
+    code = main(["data", "check", "--dataset", "fer2013", "--root", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code != 0, "a data check that could read nothing must not exit 0"
+    assert "fer2013/train: unavailable" in err and "nowhere" in err
+    assert "3 of 3 split(s) of fer2013 could not be read (train, val, test); check --root" in err

@@ -247,3 +247,29 @@ def test_val_carved_from_train_is_never_trained_on(tmp_path):
     sets = load_splits(cfg, logs.append)
     assert len(sets["train"]) == 8 and len(sets["val"]) == 2 and not set(sets["train"].ids) & set(sets["val"].ids)
     assert any("train = train/fit" in line for line in logs)
+
+
+def test_report_plots_have_axis_labels_and_one_alpha_naming(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from fdrl.engine.report import plot_alpha, plot_curves, write_report
+
+    history = [{"epoch": e, "train_loss": 2.0 / e, "train_cls": 1.5 / e, "val_loss": 1.6 / e,
+                "train_accuracy": 0.3 + 0.1 * e, "val_accuracy": 0.25 + 0.1 * e} for e in (1, 2, 3)]
+    fig = plot_curves(history, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").is_file()
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes] == [("epoch", "loss"), ("epoch", "accuracy")]
+
+    rng = np.random.default_rng(0)
+    result = {"preds": np.array([0, 1, 1, 0]), "labels": np.array([0, 1, 0, 1]),
+              "alpha": rng.random((4, 3)), "features": None}
+    write_report(tmp_path / "ev", result, ["a", "b"], "test", "x.pt", tsne_on=False)
+    header = next(csv.reader((tmp_path / "ev" / "alpha_by_class.csv").open()))
+    assert header == ["class", "alpha_1", "alpha_2", "alpha_3"]
+    fig = plot_alpha(np.array(json.loads((tmp_path / "ev" / "metrics.json").read_text())["alpha_by_class"]),
+                            ["a", "b"], tmp_path / "alpha.png", "t")
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == header[1:], "the plot and the CSV name the latent features alike"
+    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("latent feature", "true class")

@@ -48,7 +48,7 @@ def test_exported_model_predicts_more_faces_than_any_batch(ckpt, faces, tmp_path
         assert (a["image_id"], a["label"]) == (b["image_id"], b["label"])
         np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-4)
         np.testing.assert_allclose(a["alpha"], b["alpha"], atol=1e-4)
-    tensor = rec.predict(torch.rand(FACES, 1, 40, 40))  # the pre-cropped path goes through the same chunking
+    tensor = rec.predict_tensor(torch.rand(FACES, 1, 40, 40))  # the pre-cropped path goes through the same chunking
     assert len(tensor.faces) == FACES
 
 
@@ -64,3 +64,25 @@ def test_foreign_torchscript_is_refused_clearly(tmp_path):
     torch.jit.save(torch.jit.trace(torch.nn.Linear(3, 2), torch.randn(1, 3)), str(path))
     with pytest.raises(CheckpointError, match="not exported by fdrl"):
         Recognizer(path, detector="none")
+
+
+@needs_ort
+def test_corrupt_onnx_file_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07this is not a protobuf" * 10)
+    with pytest.raises(CheckpointError, match="broken.onnx: not a readable ONNX model"):
+        Recognizer(bad, detector="none")
+    assert main(["predict", str(bad), "--checkpoint", str(bad), "--detector", "none"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "broken.onnx: not a readable ONNX model" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@needs_ort
+def test_onnx_shape_mismatch_names_file_and_expected_shape(ckpt, tmp_path):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    rec = Recognizer(out, detector="none")
+    size = rec.prep.input_size
+    with pytest.raises(CheckpointError, match=r"m\.onnx: the ONNX model expects input 'images' of shape") as e:
+        rec.backend(torch.zeros(1, 3, size + 8, size + 8))
+    assert "got [1, 3," in str(e.value)

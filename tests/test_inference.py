@@ -38,10 +38,31 @@ def test_inputs_of_every_kind(rec, tmp_path):
                                    list(by_path.faces[0].probabilities.values()), atol=1e-5)
     folder = rec.predict(tmp_path / "faces")
     assert [s.image_id.split("/")[-1] for s in folder.images] == ["a.png", "b.jpg"]
-    batch = rec.predict(torch.rand(3, 3, 40, 40))
+    batch = rec.predict_tensor(torch.rand(3, 3, 40, 40))
     assert len(batch.faces) == 3
     with pytest.raises(ValueError, match="HxWx3"):
         rec.predict(np.zeros((4, 4, 3), dtype=np.float32))
+
+
+def test_tensor_contract_is_explicit(rec, tmp_path):
+    from fdrl.errors import InputError
+
+    p = write_image(tmp_path / "a.png", (64, 64), 1)
+    arr = np.array(Image.open(p).convert("RGB"))
+    chw = torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+    with pytest.raises(InputError, match=r"call predict_tensor\(batch\)"):  # no silent "already a face"
+        rec.predict(chw)
+    as_uint8 = rec.predict_tensor(chw).faces[0]
+    as_unit = rec.predict_tensor(chw.float() / 255).faces[0]  # the same pixels in [0, 1] answer the same
+    np.testing.assert_allclose(list(as_unit.probabilities.values()), list(as_uint8.probabilities.values()),
+                               atol=1e-6)
+    for bad in (chw.float(), chw.float() / 255 - 0.5, torch.full((1, 3, 8, 8), float("nan"))):
+        with pytest.raises(InputError, match=r"float values must lie in \[0, 1\]"):  # 0-255 was clamped to white
+            rec.predict_tensor(bad)
+    with pytest.raises(InputError, match="uint8 .0-255. or float"):
+        rec.predict_tensor(chw.to(torch.int64))
+    with pytest.raises(InputError, match=r"\(B, 1\|3, H, W\)"):
+        rec.predict_tensor(chw[0])
 
 
 def test_preprocessing_comes_from_checkpoint(rec):
@@ -277,6 +298,22 @@ def test_predict_cli_formats_and_exit_code(ckpt, tmp_path, capsys):
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0].startswith("image_id,frame,face_index,status") and len(lines) == 4
     assert "unreadable" in lines[-1] and (tmp_path / "ann" / "a_annotated.jpg").is_file()
+
+
+def test_predict_outputs_class_order_lf_csv_plural_and_score_help(ckpt, tmp_path, capsys):
+    img = write_image(tmp_path / "a.png", (64, 64))
+    assert main(["predict", str(img), "--checkpoint", str(ckpt), "--detector", "none", "--format", "json"]) == 0
+    face = json.loads(capsys.readouterr().out)["faces"][0]
+    assert list(face["probabilities"]) == CLASSES != sorted(CLASSES)  # the model's order, not alphabetical
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(img), "--checkpoint", str(ckpt), "--detector", "none", "--format", "csv",
+                 "--out", str(out)]) == 0
+    assert b"\r" not in out.read_bytes() and out.read_text().count("\n") == 2
+    assert out.read_text().splitlines()[0].endswith(",".join(f"p_{c}" for c in CLASSES) + ",alpha_1,alpha_2,alpha_3")
+    assert f"wrote 1 face row for 1 input to {out}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "score: the face detector's confidence" in " ".join(capsys.readouterr().out.split())
 
 
 def test_predict_video(ckpt, tmp_path, capsys):

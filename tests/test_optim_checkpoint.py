@@ -134,3 +134,16 @@ def test_half_checkpoint_loads_as_float(tmp_path):
     assert next(loaded.model.parameters()).dtype == torch.float32
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded.model(x).logits, model(x).logits, rtol=1e-2, atol=1e-2)
+
+
+def test_loaded_checkpoint_prints_short(tmp_path):
+    model, crit, opt = _trained_pair()
+    path = tmp_path / "ck.pt"
+    metrics = {"val_accuracy": 0.612345678, "confusion": [[1, 2], [3, 4]] * 50}
+    atomic_save(make_checkpoint(model, ["a", "b", "c", "d"], Preprocessing(input_size=48), crit, opt, epoch=3,
+                                metrics=metrics), path)
+    text = repr(load_checkpoint(path))
+    assert len(text) < 600, f"repr is {len(text)} characters"
+    assert text.startswith("LoadedCheckpoint(model='fdrl_resnet18', classes=['a', 'b', 'c', 'd'], preprocessing=")
+    assert "input_size=48" in text and "epoch=3" in text and "'val_accuracy': 0.6123" in text
+    assert "confusion" not in text and "tensor" not in text

@@ -140,6 +140,15 @@ class LoadedCheckpoint:
         name = self.preprocessing.face_detector
         return None if name == "none" else name
 
+    def __repr__(self) -> str:
+        """A summary a person can read: the generated one printed every weight and the optimiser state
+        (~900 k characters). Non-scalar metrics (confusion matrices, per-class lists) are left out."""
+        metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in (self.raw.get("metrics") or {}).items()
+                   if isinstance(v, int | float | str) and not isinstance(v, bool)}
+        return (f"LoadedCheckpoint(model={self.raw.get('model_name', type(self.model).__name__)!r}, "
+                f"classes={list(self.classes)}, preprocessing={self.preprocessing!r}, "
+                f"epoch={self.raw.get('epoch')}, metrics={metrics})")
+
 
 def preprocessing_record(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's preprocessing; files written before the detector joined it kept it in the training

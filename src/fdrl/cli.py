@@ -171,7 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
     pr.set_defaults(func=_cmd_prepare)
 
-    pd = sub.add_parser("predict", help="expression probabilities for faces in images, folders or a video")
+    pd = sub.add_parser(
+        "predict", help="expression probabilities for faces in images, folders or a video",
+        epilog="Output columns: x, y, w, h: the face box in pixels; score: the face detector's confidence that the "
+               "box is a face (its own scale: a probability for mtcnn, a detection weight for opencv and dlib, "
+               "1.0 for --detector none), not the expression's; label, confidence: the most probable expression "
+               "and its probability; p_<class>: every class's probability, in the model's class order; "
+               "alpha_<j>: the weight of latent feature j.")
     pd.add_argument("inputs", nargs="+", help="image files, folders, a video file or a camera index")
     pd.add_argument("--checkpoint", default=None,
                     help="fdrl .pt, exported .onnx or TorchScript (default: the shipped model)")

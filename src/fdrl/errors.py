@@ -45,6 +45,10 @@ class UnknownDatasetError(DataError, UnknownNameError):
     """A data set name that is not registered."""
 
 
+class InputError(FdrlError, ValueError):
+    """An argument to the Python API whose type, shape or value range does not fit the call."""
+
+
 class ImageReadError(FdrlError):
     """An image (or video frame) that cannot be decoded, or holds no face; the message is the reason."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from ..config import apply_overrides
@@ -25,13 +26,14 @@ def check(args: argparse.Namespace) -> int:
     info = dataset_info(args.dataset)
     options = apply_overrides({}, args.options)
     splits = args.splits.split(",") if args.splits else (["all"] if info.kfold else list(info.splits[:3]))
-    bad_total = 0
+    bad_total, unavailable = 0, []
     for split in splits:
         try:
             ds = create_dataset(args.dataset, args.root, split, **options)
             ds.set_face_crop(args.face_detector, args.face_margin)
         except Exception as exc:  # noqa: BLE001 - report each split independently
-            print(f"{args.dataset}/{split}: unavailable: {exc}")
+            print(f"{args.dataset}/{split}: unavailable: {exc}", file=sys.stderr)
+            unavailable.append(split)
             continue
         unreadable = []
         for i in range(len(ds)):
@@ -53,4 +55,8 @@ def check(args: argparse.Namespace) -> int:
             for where, reason in problems[:20]:
                 print(f"    {where}: {reason}")
         bad_total += len(problems)
+    if unavailable:  # a check that could not look at a split has not passed: a script must see it fail
+        print(f"fdrl data check: error: {len(unavailable)} of {len(splits)} split(s) of {args.dataset} could not "
+              f"be read ({', '.join(unavailable)}); check --root", file=sys.stderr)
+        return 2
     return 1 if bad_total else 0

@@ -68,21 +68,29 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     plt.close(fig)
 
 
-def plot_alpha(table: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+def alpha_names(m: int) -> list[str]:
+    """The names of the ``m`` latent features' weights, the same in the CSV header and the plot's ticks."""
+    return [f"alpha_{j + 1}" for j in range(m)]
+
+
+def plot_alpha(table: np.ndarray, classes: list[str], path: Path, title: str):
+    """The mean weight of each latent feature per class; returns the (closed) figure for inspection."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.5 + 0.6 * table.shape[1], 1.0 + 0.5 * len(classes)))
     im = ax.imshow(table, cmap="viridis", aspect="auto")
     for i in range(table.shape[0]):
         for j in range(table.shape[1]):
             ax.text(j, i, f"{table[i, j]:.3f}", ha="center", va="center", fontsize=6, color="white")
-    ax.set_xticks(range(table.shape[1]), [f"l{j + 1}" for j in range(table.shape[1])])
+    ax.set_xticks(range(table.shape[1]), alpha_names(table.shape[1]), rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("latent feature")
     ax.set_title(title, fontsize=9)
+    ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, label="mean alpha")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def tsne(x: np.ndarray, perplexity: float = 30.0, iters: int = 500, seed: int = 0) -> np.ndarray:
@@ -138,9 +146,11 @@ def plot_tsne(features: np.ndarray, labels: np.ndarray, classes: list[str], path
     plt.close(fig)
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+def plot_curves(history: list[dict[str, Any]], path: Path):
+    """Loss and accuracy per epoch, side by side; returns the (closed) figure for inspection, None without
+    history."""
     if not history:
-        return
+        return None
     plt = _plt()
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
@@ -149,15 +159,20 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     if "val_loss" in history[0]:
         a.plot(ep, [h["val_loss"] for h in history], label="val loss (cls)")
     a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.set_title("loss", fontsize=9)
     a.legend()
     b.plot(ep, [h["train_accuracy"] for h in history], label="train accuracy")
     if "val_accuracy" in history[0]:
         b.plot(ep, [h["val_accuracy"] for h in history], label="val accuracy")
     b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.set_title("accuracy", fontsize=9)
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def evaluation_metrics(result: dict[str, Any], classes: list[str], split: str, checkpoint: str,
@@ -182,7 +197,7 @@ def write_report(out_dir: Path, result: dict[str, Any], classes: list[str], spli
         table = np.array(metrics["alpha_by_class"])
         with (out_dir / "alpha_by_class.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["class", *[f"alpha_{j + 1}" for j in range(table.shape[1])]])
+            w.writerow(["class", *alpha_names(table.shape[1])])
             for c, row in zip(classes, table, strict=True):
                 w.writerow([c, *[f"{v:.6f}" for v in row]])
         if plots:

@@ -16,6 +16,11 @@ def _is_video(item: str) -> bool:
     return item.isdigit() or Path(item).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 input``, ``4 inputs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _render(rows: list[dict], fmt: str, json_text: str) -> str:
     if fmt == "json":
         return json_text
@@ -24,7 +29,7 @@ def _render(rows: list[dict], fmt: str, json_text: str) -> str:
         cols += [k for k in r if k not in cols]
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols)
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")  # the csv module's default is CRLF
         w.writeheader()
         w.writerows(rows)
         return buf.getvalue()
@@ -58,7 +63,8 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-        print(f"wrote {len(result.faces)} face rows for {len(result.images)} inputs to {args.out}", file=sys.stderr)
+        print(f"wrote {_count(len(result.faces), 'face row')} for {_count(len(result.images), 'input')} to {args.out}",
+              file=sys.stderr)
     else:
         sys.stdout.write(text)
     failed = result.failed

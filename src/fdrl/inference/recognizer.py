@@ -1,4 +1,5 @@
-"""``fdrl.Recognizer``: from raw photos (paths, folders, PIL, numpy, tensors) to per-face expression probabilities.
+"""``fdrl.Recognizer``: from photos (paths, folders, PIL, numpy) or pre-cropped face tensors to per-face expression
+probabilities.
 
 The preprocessing (face margin, size, grayscale, normalisation) comes from the checkpoint (or the ONNX file's
 metadata), never from literals repeated here.
@@ -23,6 +24,7 @@ from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, tta_views
+from ..errors import InputError
 from ..faces import Face, create_detector, crop_face
 from .packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
@@ -122,20 +124,37 @@ class _TorchBackend:
         return out.logits.float().cpu().numpy(), None if out.alpha is None else out.alpha.float().cpu().numpy()
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a runtime's message, cut short: the detail without its C++ stack."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
 class _OnnxBackend:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         import onnxruntime as ort
 
         from .export import read_onnx_metadata
 
-        self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        self.path = os.fspath(path)
+        try:  # onnxruntime's errors derive from Exception only; one line naming the file instead of a traceback
+            self.session = ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, NoSuchFile, Fail, ... share no base class
+            raise CheckpointError(f"{self.path}: not a readable ONNX model "
+                                  f"(expected a file written by `fdrl export --format onnx`): "
+                                  f"{_first_line(exc)}") from exc
         meta = read_onnx_metadata(self.session)
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
         self.fixed_batch = meta["fixed_batch"]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        res = self.session.run(None, {"images": x.numpy().astype(np.float32)})
+        try:
+            res = self.session.run(None, {"images": x.numpy().astype(np.float32)})
+        except Exception as exc:  # noqa: BLE001 - InvalidArgument (shape, type) and Fail have no common base
+            expected = self.session.get_inputs()[0].shape
+            raise CheckpointError(f"{self.path}: the ONNX model expects input 'images' of shape {expected} "
+                                  f"(float32), got {list(x.shape)}: {_first_line(exc)}") from exc
         alpha = res[1] if len(res) > 1 and res[1].shape[-1] > 0 else None
         return res[0], alpha
 
@@ -282,10 +301,20 @@ class Recognizer:
                 yield str(p), exc
 
     def predict_tensor(self, batch: torch.Tensor) -> PredictionResult:
-        """A (B, C, H, W) batch of face crops (uint8, or float in [0, 1]); no detection."""
+        """Pre-cropped faces, no detection: a (B, C, H, W) batch, each item one face filling the frame, uint8
+        (0-255) or float in [0, 1]; the box of each is the whole item. For photos (faces found by the
+        detector) pass paths, PIL images or numpy arrays to :meth:`predict`."""
         if batch.dim() != 4 or batch.shape[1] not in (1, 3):
-            raise ValueError(f"tensor input must be (B, 1|3, H, W), got {tuple(batch.shape)}")
-        x = batch if batch.dtype == torch.uint8 else (batch.clamp(0, 1) * 255).round().to(torch.uint8)
+            raise InputError(f"predict_tensor: expected a (B, 1|3, H, W) batch of face crops, "
+                             f"got shape {tuple(batch.shape)}")
+        if batch.dtype != torch.uint8:
+            if not batch.is_floating_point():
+                raise InputError(f"predict_tensor: expected uint8 (0-255) or float (0-1) values, got {batch.dtype}")
+            lo, hi = (float(batch.min()), float(batch.max())) if batch.numel() else (0.0, 0.0)
+            if not (0.0 <= lo and hi <= 1.0):  # also catches NaN; a 0-255 float would be clamped to white
+                raise InputError(f"predict_tensor: float values must lie in [0, 1], got min {lo:g}, max {hi:g}; "
+                                 f"divide 0-255 pixels by 255 or pass a uint8 tensor")
+        x = batch if batch.dtype == torch.uint8 else (batch * 255).round().to(torch.uint8)
         if self.prep.grayscale and x.shape[1] == 3:
             x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
             x = x.to(torch.uint8)
@@ -307,9 +336,14 @@ class Recognizer:
                           None if a is None else [float(v) for v in a], frame)
 
     def predict(self, inputs: Any, bgr: bool = False) -> PredictionResult:
-        """Per-face predictions; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``)."""
+        """Faces found by the detector in photos (paths, folders, PIL images, HxWx3 uint8 numpy arrays), each
+        classified; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``). A tensor is
+        refused: it used to be taken as an already-cropped face, so the same photo answered differently as a
+        tensor and as a file; :meth:`predict_tensor` is the explicit call for pre-cropped faces."""
         if isinstance(inputs, torch.Tensor):
-            return self.predict_tensor(inputs)
+            raise InputError("predict() detects faces in photos (paths, PIL images, numpy HxWx3 uint8 arrays) and "
+                             "does not take tensors; for a batch of pre-cropped faces (no detection) call "
+                             "predict_tensor(batch), or pass the photo as a PIL image or numpy array")
         return self.predict_images(self._inputs(inputs, bgr))
 
     def predict_images(self, items: Iterable[tuple[str, Image.Image | Exception]]) -> PredictionResult:
@@ -367,19 +401,25 @@ class Recognizer:
 
 
 def annotate(image: Image.Image, faces: list[FaceResult], top: int = 3) -> Image.Image:
-    """Boxes and top-``top`` labels drawn on a copy of ``image``."""
+    """Boxes and top-``top`` labels drawn on a copy of ``image``; labels never cover each other
+    (:func:`fdrl.inference.labels.place_labels`)."""
     from PIL import ImageDraw
+
+    from .labels import place_labels
 
     out = image.convert("RGB").copy()
     d = ImageDraw.Draw(out)
     lw = max(2, out.width // 300)
+    lines = [[f"{c} {p:.2f}" for c, p in sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:top]]
+             for f in faces]
+    spots = place_labels([f.box for f in faces], [(7 * max(map(len, t), default=0), 12 * len(t)) for t in lines],
+                         out.size)
     for f in faces:
         x, y, w, h = f.box
         d.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=lw)
-        best = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:top]
-        for i, (c, p) in enumerate(best):
-            text = f"{c} {p:.2f}"
-            ty = y + h + 2 + i * 12
-            d.rectangle([x, ty, x + 7 * len(text), ty + 11], fill=(0, 0, 0))
-            d.text((x + 1, ty), text, fill=(255, 255, 0) if i == 0 else (255, 255, 255))
+    for texts, (lx, ly, rx, _) in zip(lines, spots, strict=True):
+        for i, text in enumerate(texts):
+            ty = ly + i * 12
+            d.rectangle([lx, ty, rx - 1, ty + 11], fill=(0, 0, 0))
+            d.text((lx + 1, ty), text, fill=(255, 255, 0) if i == 0 else (255, 255, 255))
     return out
