@@ -233,7 +233,7 @@ def plot_latent_grid(maps: LatentMaps, path: str | os.PathLike[str], title: str 
     plt = _plt()
     m, k = maps.saliency.shape[:2]
     vmax = float(np.percentile(maps.saliency, 99.5)) if vmax is None else vmax
-    fig, axes = plt.subplots(m, k, figsize=(1.15 * k + 1.4, 1.15 * m + 1.0), squeeze=False)
+    fig, axes = plt.subplots(m, k, figsize=(1.0 * k + 1.2, 1.0 * m + 0.8), squeeze=False, layout="constrained")
     image = None
     for j in range(m):
         for c in range(k):
@@ -251,9 +251,9 @@ def plot_latent_grid(maps: LatentMaps, path: str | os.PathLike[str], title: str 
                 ax.set_ylabel(f"l{j + 1}", fontsize=8)
     what = "\u03b1_j" if maps.target == "alpha" else "||l_j||"
     fig.suptitle(title or f"saliency of {what} ({maps.method}), mean per class", fontsize=9)
-    cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5, pad=0.02)
+    cbar = fig.colorbar(image, ax=axes, shrink=0.5, pad=0.02)
     cbar.set_label("saliency density (1 = uniform)", fontsize=8)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
