@@ -24,7 +24,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     dev = torch.device(args.device)
-    model = fdrl.create_model(args.only, num_classes=7).to(dev)
+    model = fdrl.create_model(args.only, num_classes=7, stem=args.stem).to(dev)
     crit = fdrl.create_criterion(model).to(dev).train()
     opt = fdrl.build_optimizer(model, crit, fdrl.OptimConfig())
     if args.channels_last:
@@ -64,6 +64,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--input-size", type=int, default=48)
+    p.add_argument("--stem", choices=["imagenet", "small"], default="imagenet")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
@@ -81,7 +82,7 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"training throughput, {dev}, torch {torch.__version__}, input {args.input_size}px, batch "
+    print(f"training throughput, {dev}, torch {torch.__version__}, input {args.input_size}px, stem {args.stem}, batch "
           f"{args.batch_size}, amp {args.amp}, channels_last {args.channels_last}, {args.steps} timed steps")
     print(f"{'model':20s} {'img/s':>10s} {'ms/step':>10s} {'peak MB':>10s}")
     for r in rows:

@@ -200,8 +200,8 @@ def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys
                 yield from options(sub) if hasattr(sub, "_actions") else ()
 
     actions = [a for a in options(build_parser()) if a.dest in ("detector", "face_detector")]
-    # eval, data check, prepare, predict, serve
-    assert len(actions) == 5 and all(a.choices is DETECTORS for a in actions)
+    # eval, explain, data check, prepare, predict, serve
+    assert len(actions) == 6 and all(a.choices is DETECTORS for a in actions)
     assert list(DETECTORS) == ["opencv", "dlib", "mtcnn", "none"]
     for name in DETECTORS:
         assert load_config(None, [f"data.preprocessing.face_detector={name}"]).data.preprocessing.face_detector == name

@@ -50,6 +50,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return eval_command(args)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .engine.runner import explain_command
+
+    return explain_command(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .engine.runner import demo_command
 
@@ -149,6 +155,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--face-detector", default=None, choices=DETECTORS,
                    help="crop faces first (default: the detector the checkpoint was trained with)")
     e.set_defaults(func=_cmd_eval)
+
+    xp = sub.add_parser("explain", help="what each latent feature looks at: per-class saliency maps of an FDRL "
+                                        "checkpoint (PNG grid and .npz)")
+    xp.add_argument("--checkpoint", required=True, help="an FDRL checkpoint (a baseline has no latent features)")
+    xp.add_argument("--dataset", required=True)
+    xp.add_argument("--root", default=None)
+    xp.add_argument("--split", default="val", help="a validation split (default: val)")
+    xp.add_argument("--out", required=True, help="folder for latent_maps.png and latent_maps.npz")
+    xp.add_argument("--per-class", type=_positive_int, default=100, metavar="N",
+                    help="faces averaged per class, a seeded random choice (default: 100)")
+    xp.add_argument("--target", choices=["alpha", "latent_norm"], default="alpha",
+                    help="alpha: the importance weight alpha_j; latent_norm: ||l_j|| (default: alpha)")
+    xp.add_argument("--method", choices=["grad", "grad_x_input", "smoothgrad"], default="grad",
+                    help="saliency: |gradient|, |gradient x input| or SmoothGrad (default: grad)")
+    xp.add_argument("--device", default="auto")
+    xp.add_argument("--batch-size", type=_positive_int, default=64)
+    xp.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                    help="dataset option, e.g. --option label_mode=majority")
+    xp.add_argument("--face-detector", default=None, choices=DETECTORS,
+                    help="crop faces first (default: the detector the checkpoint was trained with)")
+    xp.set_defaults(func=_cmd_explain)
 
     da = sub.add_parser("data", help="list data sets or check one on disk")
     dsub = da.add_subparsers(dest="data_command", metavar="ACTION")

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import DataConfig, TrainConfig, from_dict
 from ..data.loading import build_split, list_split, train_split_name
 from ..data.tensors import BatchTransform, TensorSet, tta_views
@@ -116,13 +116,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], dataset: str, root: 
     skips listing the training split).
     """
     loaded = load_checkpoint(checkpoint)
-    run = _run_config(loaded.config, log)
-    prep = dataclasses.replace(loaded.preprocessing, face_detector=face_detector or loaded.preprocessing.face_detector)
-    d = dataclasses.replace(run.data, dataset=dataset, root=root, options=dict(options or {}), max_samples=None,
-                            preprocessing=prep)
-    data = build_split(d, split, run.train.seed, split, log=log)
-    if list(data.classes) != list(loaded.classes):
-        raise ConfigError(f"checkpoint classes {loaded.classes} differ from {dataset} classes {data.classes}")
+    run, d, data = checkpoint_split(loaded, dataset, root, split, options=options, face_detector=face_detector,
+                                    log=log)
+    prep = d.preprocessing
     extra: dict[str, Any] = {"tta": "none", "skipped": len(data.skipped)}
     overlap = _training_overlap(run, d, data) if check_overlap and loaded.config else 0
     if overlap:
@@ -137,6 +133,22 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], dataset: str, root: 
     if out is None:
         return evaluation_metrics(res, data.classes, split, os.fspath(checkpoint), extra)
     return write_report(Path(out), res, data.classes, split, os.fspath(checkpoint), extra=extra)
+
+
+def checkpoint_split(loaded: LoadedCheckpoint, dataset: str, root: str | None, split: str, *,
+                     options: dict[str, Any] | None = None, face_detector: str | None = None,
+                     log: Callable[[str], None] = print) -> tuple[TrainConfig, DataConfig, TensorSet]:
+    """``dataset``/``split`` decoded as the checkpoint's training built its splits (its preprocessing, with
+    ``face_detector`` overriding the detector; its run's seed and val_fraction; its cache settings); returns
+    the run config, the data config used and the split. Refuses a data set whose classes differ."""
+    run = _run_config(loaded.config, log)
+    prep = dataclasses.replace(loaded.preprocessing, face_detector=face_detector or loaded.preprocessing.face_detector)
+    d = dataclasses.replace(run.data, dataset=dataset, root=root, options=dict(options or {}), max_samples=None,
+                            preprocessing=prep)
+    data = build_split(d, split, run.train.seed, split, log=log)
+    if list(data.classes) != list(loaded.classes):
+        raise ConfigError(f"checkpoint classes {loaded.classes} differ from {dataset} classes {data.classes}")
+    return run, d, data
 
 
 def _run_config(raw: dict[str, Any] | None, log: Callable[[str], None]) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""CLI handlers for ``fdrl train``, ``fdrl eval`` and ``fdrl demo`` (thin wrappers over the engine)."""
+"""CLI handlers for ``fdrl train``, ``eval``, ``explain`` and ``demo`` (thin wrappers over the engine)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,23 @@ def eval_command(args: argparse.Namespace) -> int:
     print(f"{args.dataset}/{args.split}: accuracy {m['accuracy']:.4f}, mean class accuracy "
           f"{m['mean_class_accuracy']:.4f} on {m['num_samples']} images"
           + (f" (skipped {m['skipped']})" if m["skipped"] else "") + f"; report in {args.out}")
+    return 0
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    from ..config import apply_overrides
+    from .explain import explain_checkpoint, map_similarity
+
+    maps = explain_checkpoint(args.checkpoint, args.dataset, args.root, args.split, out=args.out,
+                              max_per_class=args.per_class, target=args.target, method=args.method,
+                              options=apply_overrides({}, args.options), face_detector=args.face_detector,
+                              device=args.device, batch_size=args.batch_size)
+    sim = map_similarity(maps)
+    print(f"{args.dataset}/{args.split}: saliency of {args.target} ({args.method}) for {maps.saliency.shape[0]} "
+          f"latent features over {int(maps.counts.sum())} faces ({', '.join(map(str, maps.counts))} per class); "
+          f"maps correlate r={sim['between_latent_features']:.2f} between latent features within a class, "
+          f"r={sim['between_classes']:.2f} between classes for one latent feature; "
+          f"{args.out}/latent_maps.png and latent_maps.npz")
     return 0
 
 
