@@ -4,7 +4,12 @@ Photos are composed from real FER2013 test faces (six per 1280x720 photo, one pe
 size and position inside the cell, on a textured backdrop), so every true face position is known. A detection
 counts as a hit when its centre lies inside a pasted face that no other detection has claimed.
 
-    python benchmarks/detectors.py --root ../shared/data/fer2013 --photos 20
+Portraits are single real faces at 256x256: half are a FER2013 face upscaled to fill the frame (hair, shoulders
+and background as in the original crop), half a face of 128-192 px on a plain or textured 256x256 backdrop. Any
+detection besides the one hit on the face is a false face (each gets its own expression row in ``fdrl predict``).
+
+    python benchmarks/detectors.py --root ../shared/data/fer2013 --photos 20 --portraits 100
+    python benchmarks/detectors.py --sizes 96 --photos 20      # recall at 96 px faces only
     python benchmarks/detectors.py --detectors mtcnn          # where facenet-pytorch is installed
 """
 
@@ -40,6 +45,24 @@ def compose(faces: list[Path], sizes: list[int], rng: np.random.Generator) -> tu
     return canvas, boxes
 
 
+def portrait(face: Path, i: int, rng: np.random.Generator) -> tuple[Image.Image, list[tuple]]:
+    """A 256x256 single-face portrait: the face filling the frame (even ``i``) or pasted on a backdrop (odd)."""
+    img = Image.open(face).convert("RGB")
+    if i % 2 == 0:
+        return img.resize((256, 256), Image.BICUBIC), [(0, 0, 256)]
+    side = int(rng.integers(128, 193))
+    if i % 4 == 1:
+        canvas = Image.new("RGB", (256, 256), tuple(int(c) for c in rng.integers(40, 220, 3)))
+    else:
+        canvas = Image.fromarray(rng.integers(0, 256, (256, 256, 3)).astype(np.uint8)).resize((256, 256))
+        yy, xx = np.mgrid[0:256, 0:256]
+        stripes = (np.sin(xx / 9.0 + yy / 23.0) * 60 + 128)[..., None]
+        canvas = Image.fromarray(np.clip(0.5 * np.asarray(canvas) + 0.5 * stripes, 0, 255).astype(np.uint8))
+    x, y = (int(v) for v in rng.integers(0, 257 - side, 2))
+    canvas.paste(img.resize((side, side), Image.BICUBIC), (x, y))
+    return canvas, [(x, y, side)]
+
+
 def score(faces, boxes) -> tuple[set[int], int, int]:
     """(indices of the pasted faces found, false detections, hits with both eyes found)."""
     claimed, hits, eyes = set(), 0, 0
@@ -62,9 +85,16 @@ def main() -> None:
     p.add_argument("--root", default="../shared/data/fer2013", help="FER2013 image-folder release")
     p.add_argument("--photos", type=int, default=20)
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
-    p.add_argument("--detectors", default="opencv,dlib,mtcnn")
+    p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
+    p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite")
+    p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    import cv2
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     pool = sorted((Path(args.root) / "test").glob("*/PublicTest_*.jpg"))
     if not pool:
         raise SystemExit(f"no FER2013 test images under {args.root}/test")
@@ -72,15 +102,18 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     photos = [compose([pool[i] for i in rng.choice(len(pool), 6, replace=False)], sizes, rng)
               for _ in range(args.photos)]
+    singles = [portrait(pool[j], i, rng) for i, j in enumerate(rng.choice(len(pool), args.portraits, replace=False))]
     total = sum(len(b) for _, b in photos)
-    print(f"{args.photos} photos {CANVAS[0]}x{CANVAS[1]}, {total} real FER2013 faces at {sizes} px, seed {args.seed}")
-    print(f"{'detector':9s} {'recall':>7s} " + " ".join(f"{f'@{s}px':>7s}" for s in sizes)
-          + f" {'false det.':>10s} {'eyes found':>10s} {'ms/photo':>9s}")
+    print(f"{args.photos} photos {CANVAS[0]}x{CANVAS[1]}, {total} real FER2013 faces at {sizes} px; "
+          f"{len(singles)} single-face portraits 256x256; seed {args.seed}, {args.threads} threads")
+    print(f"{'detector':10s} {'recall':>7s} " + " ".join(f"{f'@{s}px':>7s}" for s in sizes)
+          + f" {'false det.':>10s} {'eyes found':>10s} {'ms/photo':>9s} {'portraits found':>15s} "
+          f"{'false on portraits':>18s}")
     for name in args.detectors.split(","):
         try:
             det = create_detector(name)
         except DetectorError as exc:
-            print(f"{name:9s} unavailable: {exc}")
+            print(f"{name:10s} unavailable: {exc}")
             continue
         det.detect(photos[0][0])  # warm-up (model loading, first-call allocation)
         found = {s: [0, 0] for s in sizes}  # side -> [found, pasted]
@@ -97,8 +130,13 @@ def main() -> None:
                 found[side][1] += 1
         hits = sum(v[0] for v in found.values())
         by_size = " ".join(f"{v[0] / max(1, v[1]):7.1%}" for v in found.values())
-        print(f"{name:9s} {hits / total:7.1%} {by_size} {false:10d} {eyes / max(1, hits):10.1%} "
-              f"{1000 * seconds / len(photos):9.1f}")
+        single_hits = single_false = 0
+        for photo, boxes in singles:
+            hit, f, _ = score(det.detect(photo), boxes)
+            single_hits, single_false = single_hits + len(hit), single_false + f
+        on_portraits = f"{single_hits:>7d} of {len(singles):<4d} {single_false:18d}" if singles else f"{'-':>15s}"
+        print(f"{name:10s} {hits / total:7.1%} {by_size} {false:10d} {eyes / max(1, hits):10.1%} "
+              f"{1000 * seconds / len(photos):9.1f} {on_portraits}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Choose the face-crop margin of a checkpoint on its *validation* split, end to end through the detector.
 
-Each validation face (e.g. FER2013 train/holdout) is upscaled and pasted into a larger canvas, the OpenCV
-detector finds it, and the crop with margin m is classified; the margin with the best accuracy on detected faces
-is the one whose framing matches the training crops. Never run this on a test split.
+Each validation face (e.g. FER2013 train/holdout) is upscaled and pasted into a larger canvas, the detector
+(``--detector``, default: the one ``fdrl predict`` uses) finds it, and the crop with margin m is classified; the
+margin with the best accuracy on detected faces is the one whose framing matches the training crops for that
+detector's boxes. ``--compare opencv`` also runs a second detector and counts only the faces both find, so two
+detectors are compared on the same faces. Never run this on a test split.
 
     python scripts/choose_face_margin.py --checkpoint runs/fer2013_pair/fdrl/best.pt \
         --dataset fer2013 --root ../shared/data/fer2013 --split train/holdout [--write]
+    python scripts/choose_face_margin.py --checkpoint src/fdrl/weights/fdrl_fer2013.pt --detector mtcnn_lite \
+        --compare opencv --dataset fer2013 --root ../shared/data/fer2013
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from PIL import Image
 from fdrl import Recognizer
 from fdrl.checkpoint import atomic_save, read_checkpoint
 from fdrl.data import create_dataset
-from fdrl.faces import crop_face
+from fdrl.faces import DEFAULT_DETECTOR, DETECTORS, create_detector, crop_face
 
 
 def main() -> None:
@@ -29,6 +33,9 @@ def main() -> None:
     p.add_argument("--root", required=True)
     p.add_argument("--split", default="train/holdout")
     p.add_argument("--samples", type=int, default=600)
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="the boxes the margin is for")
+    p.add_argument("--compare", default=None, choices=DETECTORS,
+                   help="a second detector: count only the faces both find and report it too")
     p.add_argument("--margins", default="0.0,0.05,0.1,0.15,0.2,0.3")
     p.add_argument("--write", action="store_true", help="store the best margin in the checkpoint's preprocessing")
     args = p.parse_args()
@@ -37,34 +44,40 @@ def main() -> None:
     ds = create_dataset(args.dataset, args.root, args.split)
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(ds))[: args.samples]
-    rec = Recognizer(args.checkpoint, detector="opencv")
+    rec = Recognizer(args.checkpoint, detector=args.detector)
+    detectors = {args.detector: rec.detector}
+    if args.compare is not None and args.compare != args.detector:
+        detectors[args.compare] = create_detector(args.compare)
     margins = [float(m) for m in args.margins.split(",")]
-    crops: dict[float, list[Image.Image]] = {m: [] for m in margins}
+    crops = {(d, m): [] for d in detectors for m in margins}
     labels = []
     for i in idx:
         face = ds.load(int(i)).resize((144, 144), Image.BILINEAR)
         canvas = Image.new("RGB", (320, 320), tuple(int(v) for v in rng.integers(0, 255, 3)))
         canvas.paste(face, (int(rng.integers(0, 176)), int(rng.integers(0, 176))))
-        found = rec.detector.detect(canvas)
-        if not found:
+        found = {name: det.detect(canvas) for name, det in detectors.items()}
+        if not all(found.values()):
             continue
         labels.append(ds.labels[int(i)])
-        for m in margins:
-            crops[m].append(crop_face(canvas, found[0], m))
+        for (name, m), out in crops.items():
+            out.append(crop_face(canvas, found[name][0], m))
     labels_t = torch.tensor(labels)
-    print(f"{len(labels)}/{len(idx)} faces detected on {args.dataset}/{args.split}")
-    best = None
-    for m in margins:
-        probs, _ = rec.classify(rec.face_tensor(crops[m]))
-        acc = float((torch.from_numpy(probs).argmax(1) == labels_t).float().mean())
-        print(f"margin {m:.2f}: accuracy {acc * 100:.2f} %")
-        best = (acc, m) if best is None or acc > best[0] else best
-    print(f"best margin on validation: {best[1]}")
+    print(f"{len(labels)}/{len(idx)} faces detected by {' and '.join(detectors)} on {args.dataset}/{args.split}")
+    for name in detectors:
+        best = None
+        for m in margins:
+            probs, _ = rec.classify(rec.face_tensor(crops[name, m]))
+            acc = float((torch.from_numpy(probs).argmax(1) == labels_t).float().mean())
+            print(f"{name} margin {m:.2f}: accuracy {acc * 100:.2f} %")
+            best = (acc, m) if best is None or acc > best[0] else best
+        print(f"{name}: best margin on validation: {best[1]}")
+        if name == args.detector:
+            chosen = best[1]
     if args.write:
         ck = read_checkpoint(args.checkpoint)
-        ck["preprocessing"] = {**ck["preprocessing"], "face_margin": best[1]}
+        ck["preprocessing"] = {**ck["preprocessing"], "face_margin": chosen}
         atomic_save(ck, args.checkpoint)
-        print(f"wrote face_margin={best[1]} into {args.checkpoint}")
+        print(f"wrote face_margin={chosen} into {args.checkpoint}")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,12 @@ def test_dlib_finds_real_faces_in_a_composed_photo(ckpt, tmp_path):
 
 
 @pytest.mark.data
+def test_mtcnn_lite_predicts_on_real_faces_with_eye_alignment(ckpt, tmp_path):
+    res = Recognizer(ckpt, detector="mtcnn_lite").predict(_group_photo(tmp_path))
+    _check_boxes(res.faces, 5)
+
+
+@pytest.mark.data
 def test_mtcnn_finds_real_faces_and_their_eyes(tmp_path):
     pytest.importorskip("facenet_pytorch")  # not in CI (needs torchvision); run where it is installed
     from fdrl.faces import create_detector
@@ -202,12 +208,12 @@ def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys
     actions = [a for a in options(build_parser()) if a.dest in ("detector", "face_detector")]
     # eval, explain, data check, prepare, predict, serve
     assert len(actions) == 6 and all(a.choices is DETECTORS for a in actions)
-    assert list(DETECTORS) == ["opencv", "dlib", "mtcnn", "none"]
+    assert list(DETECTORS) == ["opencv", "dlib", "mtcnn", "mtcnn_lite", "none"]
     for name in DETECTORS:
         assert load_config(None, [f"data.preprocessing.face_detector={name}"]).data.preprocessing.face_detector == name
     with pytest.raises(ConfigError, match="face_detector: unknown detector 'haar'"):
         load_config(None, ["data.preprocessing.face_detector=haar"])
-    with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, none"):
+    with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, mtcnn_lite, none"):
         create_detector("haar")
     with pytest.raises(KeyError):  # also a KeyError and an UnknownNameError, for callers' habits
         create_detector("haar")
@@ -379,7 +385,7 @@ def test_prepare_reports_faces_and_failures(tmp_path):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("detector", ["opencv", "dlib", "mtcnn"])
+@pytest.mark.parametrize("detector", ["opencv", "dlib", "mtcnn", "mtcnn_lite"])
 def test_prepare_crops_real_faces_with_each_detector(tmp_path, detector):
     pytest.importorskip({"dlib": "dlib", "mtcnn": "facenet_pytorch"}.get(detector, "cv2"))
     face = sorted((shared("fer2013") / "test" / "happy").glob("PublicTest_*.jpg"))[1]

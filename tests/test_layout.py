@@ -13,7 +13,7 @@ LAYERS = [
     ("fdrl.errors", "fdrl.literals"),
     ("fdrl.models",),
     ("fdrl.losses", "fdrl.optim"),
-    ("fdrl.faces",),
+    ("fdrl.faces", "fdrl.mtcnn"),
     ("fdrl.config",),
     ("fdrl.checkpoint",),
     ("fdrl.data",),

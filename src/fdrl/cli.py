@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from .errors import FdrlError
-from .faces import DEFAULT_MARGIN, DETECTORS  # numpy and PIL, never torch
+from .faces import DEFAULT_DETECTOR, DEFAULT_MARGIN, DETECTORS  # numpy and PIL, never torch
 from .inference.packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
 
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
     pd.add_argument("--detector", default=None, choices=DETECTORS,
-                    help="default: the detector the checkpoint was trained with, else opencv")
+                    help=f"default: the detector the checkpoint was trained with, else {DEFAULT_DETECTOR}")
     pd.add_argument("--batch-size", type=int, default=64)
     pd.add_argument("--device", default="cpu")
     pd.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
                     help="largest image in pixels, default 50000000 (checked before decoding: decompression bombs)")
     sv.add_argument("--detector", default=None, choices=DETECTORS,
-                    help="default: the detector the checkpoint was trained with, else opencv")
+                    help=f"default: the detector the checkpoint was trained with, else {DEFAULT_DETECTOR}")
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_cmd_serve)

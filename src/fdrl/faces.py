@@ -4,12 +4,15 @@
 Backends, by name in :data:`DETECTORS` (the one table that ``fdrl``'s ``--detector`` choices and
 ``data.preprocessing.face_detector`` read), all of which work without a network connection:
 
-- ``opencv`` (default): OpenCV's bundled Haar cascade (ships inside opencv-python-headless), with a detection
-  confidence from ``detectMultiScale3``; eyes from the bundled Haar eye cascade.
+- ``opencv`` (default, :data:`DEFAULT_DETECTOR`): OpenCV's bundled Haar cascade (ships inside
+  opencv-python-headless), with a detection confidence from ``detectMultiScale3``; eyes from the bundled Haar
+  eye cascade.
 - ``dlib``: dlib's HOG frontal-face detector (built into dlib, no model file; ``pip install dlib-bin`` or
   ``dlib``); more robust to lighting than Haar; eyes from the Haar eye cascade.
-- ``mtcnn``: MTCNN from facenet-pytorch (its weights ship inside the package); five landmarks per face, so
+- ``mtcnn``: MTCNN from facenet-pytorch (its weights ship inside that package); five landmarks per face, so
   the eyes come from the detector itself. Needs torchvision.
+- ``mtcnn_lite``: the same MTCNN ported to this package (:mod:`fdrl.mtcnn`, weights shipped in
+  ``weights/mtcnn.pt``, no torchvision); five landmarks per face.
 - ``none``: the whole image is one face (already-cropped inputs).
 
 Every backend returns the faces largest first; eye centres, when found, drive the rotation alignment in
@@ -207,14 +210,53 @@ class MTCNNDetector:
         return faces
 
 
+STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # mtcnn_lite: P-Net, R-Net, O-Net probabilities to pass each stage
+FACE_THRESHOLD = 0.7  # mtcnn_lite: final face probability (benchmarks/detectors.py: recall 91.7% -> 93.3% vs 0.9)
+
+
+class MTCNNLiteDetector:
+    """MTCNN ported to the package (:mod:`fdrl.mtcnn`): no torchvision, weights shipped; eyes from its
+    landmarks. Photos are searched on a copy at most ``max_side`` px wide, for faces from ``min_face_size`` px
+    there. Crops cut by the image border are padded (``pad``), which keeps half-visible patterns at the border
+    from passing for faces; the thresholds were chosen with ``benchmarks/detectors.py`` (README)."""
+
+    name = "mtcnn_lite"
+
+    def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = STAGE_THRESHOLDS,
+                 threshold: float = FACE_THRESHOLD, pad: bool = True, max_side: int = 1280,
+                 align: bool = True) -> None:
+        from .mtcnn import MTCNN
+
+        self.net = MTCNN(min_face_size=min_face_size, thresholds=thresholds, pad=pad)
+        self.threshold, self.max_side, self.align = threshold, max_side, align
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        import numpy as np
+
+        rgb = np.asarray(image.convert("RGB"))
+        small, scale = _downscale(rgb, self.max_side)
+        boxes, probs, points = self.net.detect(small)
+        faces = []
+        for (x0, y0, x1, y1), p, pts in zip(boxes / scale, probs, points / scale, strict=True):
+            box = _clip_box(x0, y0, x1 - x0, y1 - y0, rgb.shape[1], rgb.shape[0])
+            if p < self.threshold or box[2] <= 0 or box[3] <= 0:
+                continue
+            eyes = plausible_eyes(pts[0], pts[1], box[2], box[3]) if self.align else None
+            faces.append(Face(box=box, score=float(p), eyes=eyes))
+        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
+        return faces
+
+
 # name -> builder(device); the order is the order of ``--detector`` choices. Optional backends import their
 # package when built, so listing them costs nothing.
 DETECTORS: dict[str, Callable[[str], Detector]] = {
     "opencv": lambda device: OpenCVDetector(),
     "dlib": lambda device: DlibDetector(),
     "mtcnn": lambda device: MTCNNDetector(device=device),
+    "mtcnn_lite": lambda device: MTCNNLiteDetector(),
     "none": lambda device: NoDetector(),
 }
+DEFAULT_DETECTOR = "opencv"  # for photos when the checkpoint names none (fdrl predict, fdrl serve, Recognizer)
 
 
 def check_detector_name(name: str) -> str:

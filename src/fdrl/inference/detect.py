@@ -1,6 +1,7 @@
 """Moved to :mod:`fdrl.faces` (below both ``data/`` and ``inference/``); kept so old imports keep working."""
 
 from ..faces import (  # noqa: F401
+    DEFAULT_DETECTOR,
     DETECTORS,
     DetectorError,
     Face,

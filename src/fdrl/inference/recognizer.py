@@ -25,7 +25,7 @@ from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, tta_views
 from ..errors import InputError
-from ..faces import Face, create_detector, crop_face
+from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from .packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
 DEFAULT_MODEL = next(iter(PACKAGED_MODELS))
@@ -226,7 +226,7 @@ class Recognizer:
                  tta: str = DEFAULT_TTA) -> None:
         """``checkpoint``: an fdrl .pt, exported .onnx or TorchScript file; or ``model``: a packaged model's name
         (``PACKAGED_MODELS``); neither: the default packaged model. ``detector=None``: the detector the checkpoint
-        was trained with (its preprocessing), else opencv. ``tta``: ``none``, ``flip`` (2 views) or
+        was trained with (its preprocessing), else ``DEFAULT_DETECTOR``. ``tta``: ``none``, ``flip`` (2 views) or
         ``tencrop`` (10 views), probabilities averaged over the views."""
         if checkpoint is not None and model is not None:
             raise ValueError("give either checkpoint= or model=, not both")
@@ -239,7 +239,7 @@ class Recognizer:
         self.prep: Preprocessing = self.backend.prep
         self.transform = BatchTransform(self.prep.mean, self.prep.std)
         trained = self.prep.face_detector
-        self.detector = create_detector(detector or (trained if trained != "none" else "opencv"), device=device)
+        self.detector = create_detector(detector or (trained if trained != "none" else DEFAULT_DETECTOR), device=device)
         self.batch_size = batch_size
         self.checkpoint = str(path)
 

@@ -1,0 +1,235 @@
+"""MTCNN face detection in plain PyTorch, with its weights inside the package (no torchvision, no download).
+
+A port of facenet-pytorch 2.6.0's MTCNN (MIT): P-Net proposes faces over an image pyramid, R-Net and O-Net
+rescore and refine them, O-Net also places five landmarks (eyes, nose, mouth corners). The networks, the
+pyramid, the box regression and the thresholds are the reference's. Parts that differ in implementation: the
+non-maximum suppression (torchvision's in the reference) is written here in torch; images are resized with
+OpenCV's area interpolation instead of torch's (2-3x faster on CPU; boxes move by a few percent of their size);
+and ``pad=True`` gives the refinement nets black-padded crops where a box leaves the image, as the original
+MTCNN does, instead of stretching the part inside. ``weights/mtcnn.pt`` holds the three state dicts, converted
+once by ``scripts/convert_mtcnn_weights.py`` (licence: ``weights/LICENSE-mtcnn.txt``).
+
+Coordinates follow the reference (boxes ``x0, y0, x1, y1`` in pixels of the input), so its outputs can be
+compared number for number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "mtcnn.pt"
+
+
+class PNet(nn.Module):
+    """Proposal net: fully convolutional, one 12x12 window per output cell (stride 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 2, 2, ceil_mode=True)
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_2(x), self.conv4_1(x).softmax(1)  # box regression, face probability
+
+
+class RNet(nn.Module):
+    """Refinement net on 24x24 crops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1, self.dense5_2 = nn.Linear(128, 2), nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
+        x = self.prelu3(self.conv3(x)).permute(0, 3, 2, 1).flatten(1)  # the original (Caffe) weights' order
+        x = self.prelu4(self.dense4(x))
+        return self.dense5_2(x), self.dense5_1(x).softmax(1)
+
+
+class ONet(nn.Module):
+    """Output net on 48x48 crops: box regression, five landmarks (x0..x4, y0..y4 in box units), probability."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu3(self.conv3(x)), 2, 2, ceil_mode=True)
+        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).flatten(1)
+        x = self.prelu5(self.dense5(x))
+        return self.dense6_2(x), self.dense6_3(x), self.dense6_1(x).softmax(1)
+
+
+NETS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
+    """Greedy non-maximum suppression: indices kept, best first.
+
+    ``union`` drops boxes whose IoU with a kept one exceeds ``threshold`` (areas ``w*h``, as torchvision's);
+    ``min`` divides the overlap by the smaller area instead (areas ``(w+1)*(h+1)``, as the reference's last step).
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
+    one = 1.0 if mode == "min" else 0.0
+    x0, y0, x1, y1 = boxes.unbind(1)
+    area = (x1 - x0 + one) * (y1 - y0 + one)
+    order = scores.argsort(descending=True)
+    keep = []
+    while order.numel():
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = (torch.minimum(x1[i], x1[rest]) - torch.maximum(x0[i], x0[rest]) + one).clamp(min=0)
+        h = (torch.minimum(y1[i], y1[rest]) - torch.maximum(y0[i], y0[rest]) + one).clamp(min=0)
+        inter = w * h
+        denom = torch.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
+        order = rest[inter / denom <= threshold]
+    return torch.stack(keep)
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes grown to squares around the same centre (the reference's ``rerec``)."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = torch.maximum(w, h)
+    out = boxes.clone()
+    out[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    out[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    out[:, 2], out[:, 3] = out[:, 0] + side, out[:, 1] + side
+    return out
+
+
+def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """Box offsets from R-Net/O-Net applied in units of the box size (the reference's ``bbreg``)."""
+    w = (boxes[:, 2] - boxes[:, 0] + 1).unsqueeze(1)
+    h = (boxes[:, 3] - boxes[:, 1] + 1).unsqueeze(1)
+    return boxes[:, :4] + reg * torch.cat([w, h, w, h], 1)
+
+
+def _normalise(pixels: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """HWC float pixels (one array or a list of equal-sized ones) to the nets' NCHW input in [-1, 1]."""
+    batch = np.stack(pixels) if isinstance(pixels, list) else pixels[None]
+    return ((torch.from_numpy(batch) - 127.5) * 0.0078125).permute(0, 3, 1, 2).contiguous()
+
+
+def _crops(image: np.ndarray, boxes: torch.Tensor, size: int, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each box (1-based pixel coordinates, as the reference) resized to ``size``, and which boxes gave a crop.
+
+    ``pad=False`` takes the in-image part of the box and stretches it (facenet-pytorch); ``pad=True`` fills the
+    part outside the image with black as the original MTCNN does, so a face cut by the border keeps its shape.
+    """
+    h, w = image.shape[:2]
+    crops, valid = [], []
+    for bx0, by0, bx1, by1 in boxes.trunc().int().tolist():
+        x0, y0, x1, y1 = max(bx0, 1), max(by0, 1), min(bx1, w), min(by1, h)
+        valid.append(y1 > y0 - 1 and x1 > x0 - 1)
+        if not valid[-1]:
+            continue
+        part = image[y0 - 1:y1, x0 - 1:x1]
+        if pad:
+            part = cv2.copyMakeBorder(part, y0 - by0, by1 - y1, x0 - bx0, bx1 - x1, cv2.BORDER_CONSTANT, value=0)
+        crops.append(cv2.resize(part, (size, size), interpolation=cv2.INTER_AREA))
+    data = _normalise(crops) if crops else torch.zeros(0, 3, size, size)
+    return data, torch.tensor(valid, dtype=torch.bool)
+
+
+class MTCNN(nn.Module):
+    """The three-stage cascade on one RGB image; ``min_face_size`` in pixels sets the pyramid's first scale."""
+
+    def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 factor: float = 0.709, pad: bool = False, weights: str | Path = WEIGHTS) -> None:
+        super().__init__()
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        for name in NETS:
+            getattr(self, name).load_state_dict(state[name])
+        self.min_face_size, self.thresholds, self.factor, self.pad = min_face_size, thresholds, factor, pad
+        self.eval()
+
+    def _scales(self, h: int, w: int) -> list[float]:
+        scale, side, scales = 12.0 / self.min_face_size, min(h, w) * 12.0 / self.min_face_size, []
+        while side >= 12:
+            scales.append(scale)
+            scale, side = scale * self.factor, side * self.factor
+        return scales
+
+    def _propose(self, image: np.ndarray) -> torch.Tensor:
+        """Stage 1: P-Net windows over the pyramid, as rows ``x0, y0, x1, y1, score``."""
+        h, w = image.shape[:2]
+        found = []
+        for scale in self._scales(h, w):
+            size = (int(w * scale + 1), int(h * scale + 1))
+            reg, prob = self.pnet(_normalise(cv2.resize(image, size, interpolation=cv2.INTER_AREA)))
+            cells = (prob[0, 1] >= self.thresholds[0]).nonzero()
+            if not len(cells):
+                continue
+            score = prob[0, 1][cells[:, 0], cells[:, 1]]
+            offsets = reg[0][:, cells[:, 0], cells[:, 1]].T
+            yx = cells.float().flip(1)
+            q0 = ((2 * yx + 1) / scale).floor()
+            q1 = ((2 * yx + 12) / scale).floor()
+            rows = torch.cat([q0, q1, score[:, None], offsets], 1)
+            found.append(rows[nms(rows[:, :4], rows[:, 4], 0.5)])
+        if not found:
+            return torch.zeros(0, 5)
+        rows = torch.cat(found)
+        rows = rows[nms(rows[:, :4], rows[:, 4], 0.7)]
+        size = torch.cat([rows[:, 2:3] - rows[:, 0:1], rows[:, 3:4] - rows[:, 1:2]] * 2, 1)
+        boxes = rows[:, :4] + rows[:, 5:9] * size
+        return torch.cat([_square(boxes), rows[:, 4:5]], 1)
+
+    @torch.inference_mode()
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes ``(N, 4)`` as x0, y0, x1, y1, probabilities ``(N,)`` and landmarks ``(N, 5, 2)`` (x, y) of an
+        ``(H, W, 3)`` uint8 RGB array; the eyes are landmarks 0 and 1."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"MTCNN expects an (H, W, 3) RGB array, got shape {rgb.shape}")
+        image = np.asarray(rgb, dtype=np.float32)
+        empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        boxes = self._propose(image)
+        if not len(boxes):
+            return empty
+        # Stage 2: R-Net rescoring and refinement.
+        data, valid = _crops(image, boxes[:, :4], 24, self.pad)
+        boxes = boxes[valid]
+        reg, prob = self.rnet(data)
+        keep = prob[:, 1] > self.thresholds[1]
+        boxes = torch.cat([boxes[keep, :4], prob[keep, 1:2]], 1)
+        reg = reg[keep]
+        pick = nms(boxes[:, :4], boxes[:, 4], 0.7)
+        boxes = torch.cat([_square(_regress(boxes[pick], reg[pick])), boxes[pick, 4:5]], 1)
+        if not len(boxes):
+            return empty
+        # Stage 3: O-Net rescoring, landmarks and final refinement.
+        data, valid = _crops(image, boxes[:, :4], 48, self.pad)
+        boxes = boxes[valid]
+        reg, marks, prob = self.onet(data)
+        keep = prob[:, 1] > self.thresholds[2]
+        boxes, reg, marks, score = boxes[keep, :4], reg[keep], marks[keep], prob[keep, 1]
+        w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        points = torch.stack([w * marks[:, :5] + boxes[:, 0:1] - 1, h * marks[:, 5:] + boxes[:, 1:2] - 1], 2)
+        boxes = _regress(boxes, reg)
+        pick = nms(boxes, score, 0.7, mode="min")
+        return boxes[pick].double().numpy(), score[pick].double().numpy(), points[pick].double().numpy()

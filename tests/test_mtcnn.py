@@ -1,0 +1,157 @@
+"""The in-package MTCNN port (fdrl.mtcnn): parity with facenet-pytorch, real faces, no false faces."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import shared
+from fdrl.faces import create_detector
+from fdrl.mtcnn import MTCNN, NETS, WEIGHTS, nms
+
+
+def _fer_faces(n: int, start: int = 0) -> list[Image.Image]:
+    root = shared("fer2013")
+    paths = sorted((root / "test" / "happy").glob("PublicTest_*.jpg"))[start:start + n]
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+def _photo(faces: list[Image.Image], side: int, size=(960, 540), seed=0):
+    """Real faces pasted on a textured backdrop, one per column; returns the photo and the pasted boxes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
+    base = np.stack([(xx * 0.1 + 60) % 255, (yy * 0.15 + 90) % 255, np.full_like(xx, 130)], -1)
+    canvas = Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+    step = size[0] // len(faces)
+    boxes = []
+    for i, face in enumerate(faces):
+        x, y = i * step + (step - side) // 2, (size[1] - side) // 2
+        canvas.paste(face.resize((side, side), Image.BILINEAR), (x, y))
+        boxes.append((x, y, side))
+    return canvas, boxes
+
+
+def test_weights_ship_with_the_package_with_their_licence():
+    assert WEIGHTS.stat().st_size < 3_000_000
+    licence = (WEIGHTS.parent / "LICENSE-mtcnn.txt").read_text()
+    assert "MIT License" in licence and "facenet-pytorch" in licence
+    state = torch.load(WEIGHTS, weights_only=True)
+    for name, cls in NETS.items():
+        cls().load_state_dict(state[name], strict=True)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 4]], dtype=torch.float)
+    scores = torch.tensor([0.8, 0.9, 0.7, 0.6])
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2, 3]  # IoU(0,1)=0.68 > 0.5; box 3 overlaps box 1 by 0.24
+    assert nms(boxes, scores, 0.5, mode="min").tolist() == [1, 2]  # box 3 lies inside box 1 by its own area
+    assert nms(boxes[:0], scores[:0], 0.5).numel() == 0
+
+
+def test_no_faces_on_blank_or_noise_images():
+    det = create_detector("mtcnn_lite")
+    rng = np.random.default_rng(0)
+    for img in (Image.new("RGB", (640, 480), (128, 128, 128)), Image.new("RGB", (12, 9)),
+                Image.fromarray(rng.integers(0, 256, (480, 640, 3)).astype(np.uint8))):
+        assert det.detect(img) == []
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) RGB array"):
+        MTCNN().detect(np.zeros((10, 10)))
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("side,size", [(96, (960, 540)), (160, (1280, 720)), (200, (2400, 1000))])
+def test_finds_real_faces_with_eyes_inside_their_boxes(side, size):
+    """Photos of several sizes (the last one is searched on a downscaled copy) with real faces at ``side`` px."""
+    det = create_detector("mtcnn_lite")
+    photo, boxes = _photo(_fer_faces(5, start=10 * side // 48), side, size)
+    faces = det.detect(photo)
+    assert len(faces) >= 4 and all(0 < f.score <= 1 for f in faces)
+    hit = set()
+    for f in faces:
+        x, y, w, h = f.box
+        assert 0 <= x and 0 <= y and x + w <= photo.width and y + h <= photo.height
+        cx, cy = x + w / 2, y + h / 2
+        match = [i for i, (bx, by, s) in enumerate(boxes) if bx < cx < bx + s and by < cy < by + s]
+        assert len(match) == 1 and 0.5 * side < w < 1.5 * side, f.box
+        hit.add(match[0])
+        (lx, ly), (rx, ry) = f.eyes
+        assert x <= lx < rx <= x + w and y <= ly < y + h * 0.6 and y <= ry < y + h * 0.6
+    assert len(hit) == len(faces)
+    assert [f.box[2] * f.box[3] for f in faces] == sorted((f.box[2] * f.box[3] for f in faces), reverse=True)
+
+
+@pytest.mark.data
+def test_no_false_faces_on_single_face_portraits():
+    det = create_detector("mtcnn_lite")
+    for face in _fer_faces(8, start=40):
+        portrait = face.resize((256, 256), Image.BICUBIC)
+        assert len(det.detect(portrait)) <= 1
+        canvas = Image.new("RGB", (256, 256), (200, 190, 170))
+        canvas.paste(face.resize((160, 160), Image.BICUBIC), (48, 40))
+        faces = det.detect(canvas)
+        assert len(faces) <= 1 and all(48 <= f.box[0] + f.box[2] / 2 <= 208 for f in faces)
+
+
+def _reference_mtcnn(monkeypatch):
+    """facenet-pytorch's own MTCNN, imported without its package ``__init__`` (which needs requests and tqdm);
+    where torchvision is absent its ``batched_nms`` is replaced by a plain-Python greedy NMS."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None:
+        pytest.skip("facenet-pytorch not installed (its pins ask for torch<2.3; pip install --no-deps "
+                    "facenet-pytorch to run this parity test)")
+    if importlib.util.find_spec("torchvision") is None:
+        def batched_nms(boxes, scores, groups, threshold):
+            b, s, g = boxes.tolist(), scores.tolist(), groups.tolist()
+
+            def iou(p, q):
+                w = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+                h = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+                union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - w * h
+                return w * h / union if union > 0 else 0.0
+
+            keep = []
+            for i in sorted(range(len(s)), key=lambda i: -s[i]):
+                if all(g[i] != g[k] or iou(b[i], b[k]) <= threshold for k in keep):
+                    keep.append(i)
+            return torch.tensor(keep, dtype=torch.long)
+
+        names = ["torchvision", "torchvision.ops", "torchvision.ops.boxes", "torchvision.transforms",
+                 "torchvision.transforms.functional"]
+        stubs = {n: types.ModuleType(n) for n in names}
+        stubs["torchvision.ops.boxes"].batched_nms = batched_nms
+        for n in names:
+            monkeypatch.setitem(sys.modules, n, stubs[n])
+    package = types.ModuleType("facenet_pytorch")
+    package.__path__ = list(spec.submodule_search_locations)
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", package)
+    for n in [m for m in sys.modules if m.startswith("facenet_pytorch.")]:
+        monkeypatch.delitem(sys.modules, n)
+    return importlib.import_module("facenet_pytorch.models.mtcnn")
+
+
+@pytest.mark.data
+def test_parity_with_facenet_pytorch(monkeypatch):
+    ref = _reference_mtcnn(monkeypatch)
+    port = MTCNN()
+    torch.manual_seed(0)
+    for name, cls, x in (("pnet", ref.PNet, torch.randn(2, 3, 40, 56)), ("rnet", ref.RNet, torch.randn(5, 3, 24, 24)),
+                         ("onet", ref.ONet, torch.randn(5, 3, 48, 48))):
+        theirs, ours = cls().eval()(x), getattr(port, name)(x)  # the reference loads its own copy of the weights
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    photo, _ = _photo(_fer_faces(5, start=3), 120)
+    rb, rp, rpts = ref.MTCNN(keep_all=True).detect(photo, landmarks=True)
+    b, p, pts = port.detect(np.asarray(photo))
+    assert len(b) == len(rb) >= 4
+    o1, o2 = np.argsort(np.asarray(rb, float)[:, 0]), np.argsort(b[:, 0])
+    # Same faces; the boxes differ by the resize implementation only (OpenCV's area vs torch's).
+    np.testing.assert_allclose(b[o2], np.asarray(rb, float)[o1], atol=0.06 * 120)
+    np.testing.assert_allclose(pts[o2], np.asarray(rpts, float)[o1], atol=0.06 * 120)
+    np.testing.assert_allclose(p[o2], np.asarray(rp, float)[o1], atol=0.05)
