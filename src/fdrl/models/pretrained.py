@@ -68,7 +68,7 @@ def load_trunk_weights(trunk: nn.Module, path: str | os.PathLike[str]) -> None:
     )
     if missing or unexpected or wrong_shape:
         raise PretrainedWeightsError(
-            f"{path}: not a ResNet-18 trunk state dict.\n"
+            f"{path}: not a state dict of this trunk ({type(trunk).__name__}).\n"
             f"  missing keys ({len(missing)}): {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
             f"  unexpected keys ({len(unexpected)}): {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}\n"
             f"  wrong shapes ({len(wrong_shape)}): {wrong_shape[:5]}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .freezing import FreezeMode, freeze_stages, keep_frozen_norms_in_eval
+
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -91,6 +93,21 @@ class ResNet18Trunk(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def freeze(self, mode: FreezeMode) -> None:
+        """Train everything (``none``), nothing (``all``) or only layer4 (``all_but_last``); frozen batch norms
+        keep their running statistics (see :mod:`fdrl.models.freezing`)."""
+        freeze_stages(self, self.stages, mode)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ResNet18Trunk:
+        super().train(mode)
+        keep_frozen_norms_in_eval(self)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

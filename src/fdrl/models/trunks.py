@@ -1,23 +1,34 @@
 """Trunks by name: the backbone a model builds from its config's ``trunk`` field.
 
 A trunk maps images (B, 3, H, W) to a pooled feature (B, num_features) and says its width in ``num_features``,
-which sizes the heads. A new trunk is a module plus one entry in :data:`TRUNKS`; builders take keyword options
-(fields of the model config) so a trunk can grow switches without the models changing.
+which sizes the heads. A new trunk is a module plus one entry in :data:`TRUNKS`. Optional parts of the contract:
+``min_input_size`` (class attribute; the run config refuses smaller ``data.preprocessing.input_size``),
+``freeze(mode)`` (``model.freeze``), ``load_pretrained(source)`` (``model.pretrained_path``; without it a torch
+state dict of the trunk is loaded), and keyword options that are fields of the model config (``stem``).
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from ..errors import unknown_name
+from ..errors import PretrainedWeightsError, unknown_name
+from .dlib_resnet import PACKAGE_SOURCE, DlibResNet29Trunk
+from .pretrained import load_trunk_weights
 from .resnet import ResNet18Trunk
 
 TRUNKS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": ResNet18Trunk,  # torchvision's ResNet-18 without fc, 512 features
+    "dlib_resnet29": DlibResNet29Trunk,  # dlib's face-recognition ResNet, 256 features, inputs >= 103 px
 }
+# Model-config options a trunk may not take, with the value that means "not asked for" (accepted by every trunk).
+NEUTRAL_OPTIONS: dict[str, Any] = {"stem": "imagenet"}
+# model.pretrained_path values that name weights of one trunk rather than a file.
+NAMED_WEIGHTS = {PACKAGE_SOURCE: "dlib_resnet29"}
 
 
 def check_trunk_name(name: str) -> str:
@@ -27,14 +38,57 @@ def check_trunk_name(name: str) -> str:
     return name
 
 
+def _accepted(builder: Callable[..., nn.Module], options: dict[str, Any], name: str) -> dict[str, Any]:
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    refused = {k: v for k, v in options.items() if k not in params and v != NEUTRAL_OPTIONS.get(k, object())}
+    if refused:
+        raise ValueError(f"trunk {name!r} takes no option " + ", ".join(f"{k}={v!r}" for k, v in refused.items())
+                         + f" (model.{next(iter(refused))} applies to other trunks)")
+    return {k: v for k, v in options.items() if k in params}
+
+
+def check_trunk(name: str, pretrained_path: str | None = None, **options: Any) -> None:
+    """Refuse, before anything is built, a trunk name, option or named weights that do not fit together."""
+    _accepted(TRUNKS[check_trunk_name(name)], options, name)
+    owner = NAMED_WEIGHTS.get(os.fspath(pretrained_path)) if pretrained_path is not None else None
+    if owner is not None and owner != name:
+        raise ValueError(f"pretrained_path={pretrained_path!r} names the weights of trunk {owner!r}, not {name!r} "
+                         f"(set model.trunk={owner})")
+
+
 def build_trunk(name: str, **options: Any) -> nn.Module:
-    """The trunk ``name`` built with ``options``; it has ``num_features``."""
-    try:
-        trunk = TRUNKS[check_trunk_name(name)](**options)
-    except TypeError as exc:
-        if not options:
-            raise
-        raise ValueError(f"trunk {name!r} does not take the option(s) {sorted(options)}: {exc}") from None
+    """The trunk ``name`` built with the ``options`` it takes; it has ``num_features``."""
+    builder = TRUNKS[check_trunk_name(name)]
+    trunk = builder(**_accepted(builder, options, name))
     if not isinstance(getattr(trunk, "num_features", None), int):
         raise TypeError(f"trunk {name!r} does not say its feature width (num_features)")
     return trunk
+
+
+def trunk_min_input_size(name: str) -> int:
+    """The smallest input side the trunk ``name`` accepts (1 when it does not say)."""
+    return int(getattr(TRUNKS[check_trunk_name(name)], "min_input_size", 1))
+
+
+def freeze_trunk(trunk: nn.Module, mode: str) -> None:
+    """Apply ``model.freeze`` (``none`` | ``all`` | ``all_but_last``) through the trunk's own ``freeze``."""
+    if mode == "none":
+        return
+    if not callable(getattr(trunk, "freeze", None)):
+        raise ValueError(f"model.freeze={mode!r}: trunk {type(trunk).__name__} cannot be frozen (no freeze method)")
+    trunk.freeze(mode)
+
+
+def load_pretrained(trunk: nn.Module, source: str | os.PathLike[str]) -> None:
+    """Load ``model.pretrained_path`` into ``trunk``: its own ``load_pretrained`` where it has one, else a torch
+    state dict of the trunk from a local file (never a download)."""
+    loader = getattr(trunk, "load_pretrained", None)
+    if callable(loader):
+        loader(source)
+    elif os.fspath(source) in NAMED_WEIGHTS:
+        raise PretrainedWeightsError(f"pretrained_path={os.fspath(source)!r} names the weights of trunk "
+                                     f"{NAMED_WEIGHTS[os.fspath(source)]!r}, not of {type(trunk).__name__}")
+    else:
+        load_trunk_weights(trunk, source)
