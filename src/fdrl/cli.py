@@ -11,7 +11,7 @@ import sys
 
 from .errors import FdrlError
 from .faces import DEFAULT_DETECTOR, DEFAULT_MARGIN, DETECTORS  # numpy and PIL, never torch
-from .inference.packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
+from .inference.packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for name in PACKAGED_MODELS:
             try:
                 where = str(packaged_checkpoint(name))
-            except Exception as exc:  # noqa: BLE001 - a listing shows a missing file instead of failing
+            except FdrlError as exc:  # a listing shows a missing file instead of failing
                 where = f"missing ({exc})"
             print(f"shipped model {name!r}: {where} (fdrl predict --model {name})")
     return 0
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fdrl .pt, exported .onnx or TorchScript (default: the shipped model)")
     pd.add_argument("--model", default=None, metavar="NAME",
                     help=f"a shipped model instead of --checkpoint: {', '.join(PACKAGED_MODELS)} "
-                         f"(default: {next(iter(PACKAGED_MODELS))})")
+                         f"(default: {DEFAULT_MODEL})")
     pd.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
                     help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")

@@ -7,6 +7,7 @@ the default of ``fdrl.Recognizer()`` and ``fdrl predict``.
 from __future__ import annotations
 
 PACKAGED_MODELS: dict[str, str] = {"fer2013": "fdrl_fer2013.pt"}
+DEFAULT_MODEL = next(iter(PACKAGED_MODELS))
 MODEL_CARDS: dict[str, str] = {"fer2013": "MODEL_CARD.md"}
 
 TTA_MODES = ("none", "flip", "tencrop")

@@ -26,9 +26,7 @@ from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, tta_views
 from ..errors import InputError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
-from .packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
-
-DEFAULT_MODEL = next(iter(PACKAGED_MODELS))
+from .packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
 
 def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
