@@ -92,8 +92,10 @@ def test_input_size_below_the_trunks_minimum_is_refused_naming_the_key():
         load_config(None, [*TINY, "model.freeze=half"])
 
 
-def test_dlib_configs_record_dlibs_preprocessing_and_differ_only_in_the_model():
-    fd, base = load_config(CONFIGS / "fer2013_dlib.yaml"), load_config(CONFIGS / "fer2013_dlib_baseline.yaml")
+@pytest.mark.parametrize("name", ["fer2013_dlib", "ferplus_dlib"])
+def test_dlib_configs_record_dlibs_preprocessing_and_differ_only_in_the_model(name):
+    fd, base = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}_baseline.yaml")
+    assert fd.data.test_split is None and fd.data.val_split == "val"  # select on the official val half only
     prep = fd.data.preprocessing
     assert prep.input_size == 112 and prep.grayscale
     assert prep.mean == pytest.approx(PIXEL_MEAN, abs=1e-12) and prep.std == pytest.approx(PIXEL_STD, abs=1e-12)
