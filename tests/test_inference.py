@@ -65,6 +65,34 @@ def test_tensor_contract_is_explicit(rec, tmp_path):
         rec.predict_tensor(chw[0])
 
 
+def test_source_size_blurs_sharp_crops_to_the_training_faces_resolution(tmp_path):
+    """A model trained on 48 px faces upsampled to 112 must see a sharp photo crop as blurred as those faces,
+    by file (PIL path) and by tensor alike; crops at or below source_size pass straight to input_size."""
+    from fdrl.config import ConfigError
+    from fdrl.data.tensors import pil_to_array
+
+    torch.manual_seed(0)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()
+    path = tmp_path / "up.pt"
+    atomic_save(make_checkpoint(model, CLASSES, Preprocessing(input_size=64, grayscale=True, source_size=24)), path)
+    rec = Recognizer(path, detector="none")
+    sharp = Image.open(write_image(tmp_path / "sharp.png", (96, 96), 3)).convert("RGB")
+    small = sharp.convert("L").resize((24, 24), Image.BILINEAR).convert("RGB")  # gray first, as the model does
+    via = pil_to_array(sharp, 64, True, 24)
+    assert np.array_equal(via, pil_to_array(small, 64, True))  # the same as the 24 px face, upsampled
+    assert not np.array_equal(via, pil_to_array(sharp, 64, True))  # and not the sharp crop resized once
+    assert np.array_equal(pil_to_array(small, 64, True, 24), pil_to_array(small, 64, True))
+    by_file = rec.predict(sharp).faces[0]
+    by_small = rec.predict(small).faces[0]
+    np.testing.assert_allclose(list(by_file.probabilities.values()), list(by_small.probabilities.values()), atol=1e-6)
+    chw = torch.from_numpy(np.array(sharp)).permute(2, 0, 1)[None].contiguous()
+    by_tensor = rec.predict_tensor(chw).faces[0]
+    np.testing.assert_allclose(list(by_tensor.probabilities.values()), list(by_file.probabilities.values()),
+                               atol=0.02)  # PIL and torch bilinear differ by rounding only
+    with pytest.raises(ConfigError, match=r"source_size must lie between 8 px and input_size \(64\)"):
+        Preprocessing(input_size=64, source_size=96)
+
+
 def test_preprocessing_comes_from_checkpoint(rec):
     assert rec.prep.input_size == 40 and rec.prep.grayscale
     x = rec.face_tensor([Image.new("RGB", (100, 80), (200, 10, 10))])

@@ -37,10 +37,17 @@ class Preprocessing:
     # counted skips. A name in fdrl.faces.DETECTORS; "none": the images are face crops already. `fdrl predict`
     # and `fdrl eval` reuse the checkpoint's.
     face_detector: str = "none"
+    # The resolution of the training faces when it is below input_size (FER2013: 48 px upsampled for a trunk
+    # that needs 112): every larger crop is first resized to source_size, so a sharp photo reaches the model as
+    # blurred as the faces it learnt from. None: resize straight to input_size.
+    source_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.input_size < 32:
             raise ConfigError(f"input_size must be >= 32 px, got {self.input_size}")
+        if self.source_size is not None and not 8 <= self.source_size <= self.input_size:
+            raise ConfigError(f"source_size must lie between 8 px and input_size ({self.input_size}), "
+                              f"got {self.source_size}")
         try:
             check_detector_name(self.face_detector)
         except UnknownDetectorError as exc:

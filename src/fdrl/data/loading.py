@@ -47,7 +47,8 @@ def build_split(d: DataConfig, split: str, seed: int, role: str, soft: bool = Fa
     """Split ``split`` decoded at the preprocessing's size (or read from the cache); ``role`` names it in logs."""
     p = d.preprocessing
     ds = list_split(d, split, seed)
-    out = decode_dataset(ds, p.input_size, p.grayscale, soft=soft, cache_dir=cache_dir(d), log=log)
+    out = decode_dataset(ds, p.input_size, p.grayscale, soft=soft, cache_dir=cache_dir(d), log=log,
+                         source_size=p.source_size)
     log(f"data {role}: {ds.summary()}" + (f"; excluded by protocol {ds.excluded}" if ds.excluded else ""))
     return out
 

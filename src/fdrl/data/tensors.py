@@ -4,8 +4,9 @@ Small-image FER sets (FER2013, FERPlus, CK+48, RAF-DB aligned) fit in memory as 
 size, so epochs after the first never touch JPEG/PNG decoding, and augmentation runs batched on tensors (on the
 GPU when there is one) instead of per sample in PIL on a 2-core CPU.
 
-Preprocessing contract (shared with inference): face crop -> resize to ``input_size`` x ``input_size``
-(bilinear) -> grayscale replicated to 3 channels when ``grayscale`` -> /255 -> (x - mean) / std.
+Preprocessing contract (shared with inference): face crop -> (down to ``source_size`` when the crop is larger)
+-> resize to ``input_size`` x ``input_size`` (bilinear) -> grayscale replicated to 3 channels when ``grayscale``
+-> /255 -> (x - mean) / std.
 """
 
 from __future__ import annotations
@@ -38,18 +39,22 @@ class TensorSet:
         return self.images.shape[0]
 
 
-def pil_to_array(im: Image.Image, size: int, grayscale: bool) -> np.ndarray:
-    """The preprocessing resize: RGB PIL -> (C, size, size) uint8."""
+def pil_to_array(im: Image.Image, size: int, grayscale: bool, source_size: int | None = None) -> np.ndarray:
+    """The preprocessing resize: RGB PIL -> (C, size, size) uint8, through ``source_size`` when the crop is
+    larger than that (``Preprocessing.source_size``)."""
     im = im.convert("L") if grayscale else im.convert("RGB")
+    if source_size is not None and max(im.size) > source_size:
+        im = im.resize((source_size, source_size), Image.BILINEAR)
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR)
     arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
-def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool) -> str:
+def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool, source_size: int | None = None) -> str:
     crop = getattr(ds.face_crop, "key", "none")
-    h = hashlib.sha1(f"{ds.name}|{ds.split}|{size}|{grayscale}|{soft}|{crop}|v1".encode())
+    via = f"|via{source_size}" if source_size is not None else ""  # absent: the keys of older caches still hold
+    h = hashlib.sha1(f"{ds.name}|{ds.split}|{size}{via}|{grayscale}|{soft}|{crop}|v1".encode())
     for s in ds.samples:
         h.update(s.id.encode())
         h.update(str(s.label).encode())
@@ -64,13 +69,13 @@ def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool) -> str:
 
 
 def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = False,
-                   cache_dir: str | None = None, log=print) -> TensorSet:
+                   cache_dir: str | None = None, log=print, source_size: int | None = None) -> TensorSet:
     """Decode every image of ``ds`` (or read the cache); unreadable images are skipped and reported."""
     path = None
     if ds.face_crop is not None and not hasattr(ds.face_crop, "key"):
         cache_dir = None  # a crop function without a ``key`` cannot be told apart from another: never cached
     if cache_dir:
-        key = _fingerprint(ds, size, grayscale, soft)
+        key = _fingerprint(ds, size, grayscale, soft, source_size)
         path = Path(cache_dir) / f"{ds.name}-{ds.split.replace('/', '_')}-{size}{'g' if grayscale else 'c'}-{key}.pt"
         if path.is_file():
             d = torch.load(path, weights_only=True)
@@ -80,7 +85,7 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
     skipped = list(ds.skipped)
     for i, s in enumerate(ds.samples):
         try:
-            arr = pil_to_array(ds.load(i), size, grayscale)
+            arr = pil_to_array(ds.load(i), size, grayscale, source_size)
         except ImageReadError as exc:
             if ds.on_error == "strict":
                 raise DataError(f"{ds.name}: {s.path or s.id}: {exc}") from exc

@@ -198,6 +198,14 @@ def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBacken
     return _TorchBackend(path, device)
 
 
+def resize_faces(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A uint8 (B, C, H, W) face batch resized (bilinear, like :func:`pil_to_array`) to ``size`` x ``size``."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
@@ -244,7 +252,8 @@ class Recognizer:
     # ---- preprocessing -----------------------------------------------------------------------------------
     def face_tensor(self, crops: list[Image.Image]) -> torch.Tensor:
         """Face crops -> the normalised model input batch, preprocessed as the checkpoint says."""
-        arr = np.stack([pil_to_array(c, self.prep.input_size, self.prep.grayscale) for c in crops])
+        p = self.prep
+        arr = np.stack([pil_to_array(c, p.input_size, p.grayscale, p.source_size) for c in crops])
         return self.transform(torch.from_numpy(arr))
 
     def classify(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -316,8 +325,9 @@ class Recognizer:
         if self.prep.grayscale and x.shape[1] == 3:
             x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
             x = x.to(torch.uint8)
-        x = torch.nn.functional.interpolate(x.float(), size=(self.prep.input_size,) * 2, mode="bilinear",
-                                           align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        src = self.prep.source_size
+        x = resize_faces(x, src) if src is not None and max(x.shape[-2:]) > src else x
+        x = resize_faces(x, self.prep.input_size)
         probs, alpha = self.classify(self.transform(x))
         res = PredictionResult(classes=self.classes)
         for i in range(len(x)):
