@@ -61,3 +61,38 @@ def test_cli_predict_with_a_shipped_model_and_tta(tmp_path, capsys):
     assert len(out["faces"]) == 1 and out["faces"][0]["label"] in CLASSES
     assert main(["models"]) == 0
     assert "shipped model 'fer2013'" in capsys.readouterr().out
+
+
+def _ship_model():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ship_model", Path(__file__).parents[1] / "scripts" / "ship_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ship_model_writes_fp16_without_optimiser_and_refuses_test_split_runs(tmp_path, capsys):
+    import fdrl
+    from fdrl.checkpoint import atomic_save, make_checkpoint, read_checkpoint
+    from fdrl.config import Preprocessing
+
+    torch.manual_seed(0)
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean")
+    opt = torch.optim.Adam(model.parameters())
+    prep = Preprocessing(input_size=40, grayscale=True, source_size=32)
+    run = {"data": {"dataset": "fer2013", "val_split": "val", "test_split": None}}
+    atomic_save(make_checkpoint(model, CLASSES, prep, optimizer=opt, config=run), tmp_path / "best.pt")
+    ship = _ship_model()
+    assert ship.main(["--checkpoint", str(tmp_path / "best.pt"), "--name", "fer2013", "--out-dir", str(tmp_path)]) == 0
+    assert "sha256" in capsys.readouterr().out
+    raw = read_checkpoint(tmp_path / PACKAGED_MODELS["fer2013"])
+    assert "optimizer_state" not in raw and raw["preprocessing"]["source_size"] == 32
+    assert all(v.dtype == torch.float16 for v in raw["model_state"].values() if v.is_floating_point())
+    rec = Recognizer(tmp_path / PACKAGED_MODELS["fer2013"], detector="none")
+    assert rec.prep.source_size == 32 and rec.classes == CLASSES
+    run["data"]["test_split"] = "test"
+    atomic_save(make_checkpoint(model, CLASSES, prep, config=run), tmp_path / "tested.pt")
+    with pytest.raises(SystemExit, match="also evaluated test split 'test'"):
+        ship.main(["--checkpoint", str(tmp_path / "tested.pt"), "--name", "fer2013", "--out-dir", str(tmp_path)])
