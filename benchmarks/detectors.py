@@ -11,6 +11,7 @@ detection besides the one hit on the face is a false face (each gets its own exp
     python benchmarks/detectors.py --root ../shared/data/fer2013 --photos 20 --portraits 100
     python benchmarks/detectors.py --sizes 96 --photos 20      # recall at 96 px faces only
     python benchmarks/detectors.py --detectors mtcnn          # where facenet-pytorch is installed
+    python benchmarks/detectors.py --detectors mtcnn_lite:20,mtcnn_lite:40   # smallest face searched, in px
 """
 
 from __future__ import annotations
@@ -79,14 +80,15 @@ def score(faces, boxes) -> tuple[set[int], int, int]:
 
 
 def main() -> None:
-    from fdrl.faces import DetectorError, create_detector
+    from fdrl.faces import DetectorError, MTCNNLiteDetector, create_detector
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="../shared/data/fer2013", help="FER2013 image-folder release")
     p.add_argument("--photos", type=int, default=20)
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
     p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
-    p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite")
+    p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite",
+                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N searches faces from N px (default 20)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -111,7 +113,9 @@ def main() -> None:
           f"{'false on portraits':>18s}")
     for name in args.detectors.split(","):
         try:
-            det = create_detector(name)
+            base, _, min_face = name.partition(":")
+            det = MTCNNLiteDetector(min_face_size=int(min_face)) if base == "mtcnn_lite" and min_face \
+                else create_detector(name)
         except DetectorError as exc:
             print(f"{name:10s} unavailable: {exc}")
             continue

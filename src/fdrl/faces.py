@@ -212,6 +212,10 @@ class MTCNNDetector:
 
 STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # mtcnn_lite: P-Net, R-Net, O-Net probabilities to pass each stage
 FACE_THRESHOLD = 0.7  # mtcnn_lite: final face probability (benchmarks/detectors.py: recall 91.7% -> 93.3% vs 0.9)
+# mtcnn_lite: smallest face searched, in px of the (at most max_side wide) photo. 40 instead of MTCNN's usual 20
+# halves the time per photo (the pyramid's finest level is 4x smaller) and found as many pasted faces (93.3 %;
+# at 96 px 95.0 % vs 94.2 %); faces below 40 px hold less than the 48 px the shipped models were trained on.
+MIN_FACE_SIZE = 40
 
 
 class MTCNNLiteDetector:
@@ -222,7 +226,7 @@ class MTCNNLiteDetector:
 
     name = "mtcnn_lite"
 
-    def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = STAGE_THRESHOLDS,
+    def __init__(self, min_face_size: int = MIN_FACE_SIZE, thresholds: tuple[float, float, float] = STAGE_THRESHOLDS,
                  threshold: float = FACE_THRESHOLD, pad: bool = True, max_side: int = 1280,
                  align: bool = True) -> None:
         from .mtcnn import MTCNN
