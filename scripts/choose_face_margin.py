@@ -36,7 +36,8 @@ def main() -> None:
     p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="the boxes the margin is for")
     p.add_argument("--compare", default=None, choices=DETECTORS,
                    help="a second detector: count only the faces both find and report it too")
-    p.add_argument("--margins", default="0.0,0.05,0.1,0.15,0.2,0.3")
+    p.add_argument("--margins", default="-0.1,-0.05,0.0,0.05,0.1,0.15,0.2,0.3",
+                   help="fractions of the box per side; negative shrinks it")
     p.add_argument("--write", action="store_true", help="store the best margin in the checkpoint's preprocessing")
     args = p.parse_args()
     if "test" in args.split:

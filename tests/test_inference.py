@@ -91,6 +91,8 @@ def test_source_size_blurs_sharp_crops_to_the_training_faces_resolution(tmp_path
                                atol=0.02)  # PIL and torch bilinear differ by rounding only
     with pytest.raises(ConfigError, match=r"source_size must lie between 8 px and input_size \(64\)"):
         Preprocessing(input_size=64, source_size=96)
+    with pytest.raises(ConfigError, match=r"face_margin must be > -0.5"):
+        Preprocessing(face_margin=-0.5)
 
 
 def test_preprocessing_comes_from_checkpoint(rec):

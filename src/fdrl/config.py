@@ -45,6 +45,8 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.input_size < 32:
             raise ConfigError(f"input_size must be >= 32 px, got {self.input_size}")
+        if not -0.5 < self.face_margin:  # a negative margin shrinks the box; at -0.5 nothing is left
+            raise ConfigError(f"face_margin must be > -0.5 (a fraction of the box per side), got {self.face_margin}")
         if self.source_size is not None and not 8 <= self.source_size <= self.input_size:
             raise ConfigError(f"source_size must lie between 8 px and input_size ({self.input_size}), "
                               f"got {self.source_size}")
