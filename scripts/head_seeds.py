@@ -2,12 +2,15 @@
 
     python scripts/head_seeds.py --config configs/fer2013_dlib.yaml --set data.root=../shared/data/fer2013 \
         --seeds 0..9 [--epochs 10] [--baseline-config configs/fer2013_dlib_baseline.yaml]
+    python scripts/head_seeds.py ... --level last_stage_input      # last stage fine-tuned too, on cached maps
 
 Both configs get ``model.freeze=all``; they must share data, preprocessing and trunk (the features are shared,
 which is what makes the per-seed difference a paired one). The trunk's pooled features of train and val (plain and
 flipped) are extracted once and cached beside the image cache; each seed then trains the FDRL head and the
 baseline's linear head from the same seed. Printed: extraction throughput and cache size, per-seed last-epoch
-validation accuracy, mean ± std, and the paired FDRL − baseline difference.
+validation accuracy, mean ± std, and the paired FDRL − baseline difference. ``--level last_stage_input`` caches
+the maps entering the trunk's last stage instead (fp16) and trains that stage with the head, from the trunk's
+pretrained weights (the paper-like ``model.freeze=all_but_last`` fine-tune, many seeds without the full trunk).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 
 from fdrl.config import load_config
 from fdrl.data.loading import cache_dir, load_splits, train_split_name
-from fdrl.engine.features import cached_features
+from fdrl.engine.features import FEATURE_LEVELS, cached_features
 from fdrl.engine.heads import paired_summary, train_head
 from fdrl.engine.runtime import resolve_device
 from fdrl.errors import FdrlError
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, applied to both")
     ap.add_argument("--seeds", default="0..9", help="0..9 or 0,1,2 (default 0..9)")
     ap.add_argument("--epochs", type=int, help="head epochs (default: train.epochs of the config)")
+    ap.add_argument("--level", default="pooled", choices=FEATURE_LEVELS,
+                    help="pooled: head only; last_stage_input: the last stage trains too")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
     overrides = [*args.set, "model.freeze=all", "data.test_split=null"]
@@ -72,18 +77,23 @@ def main(argv: list[str] | None = None) -> int:
     trunk_name = trunk_model.config.trunk
     names = {"train": train_split_name(a.data), "val": a.data.val_split}
     feats = {role: cached_features(trunk_model.backbone, trunk_name, splits[role], a.data.dataset, split,
-                                   a.data.preprocessing, device, cache_dir(a.data), a.train.eval_batch_size)
+                                   a.data.preprocessing, device, cache_dir(a.data), a.train.eval_batch_size,
+                                   level=args.level)
              for role, split in names.items()}
+    trunk_state = {k: v.clone() for k, v in trunk_model.backbone.state_dict().items()} \
+        if args.level != "pooled" else None
     del trunk_model
     for role, f in feats.items():
         s = f.stats
         how = "read from cache" if s["cached"] else f"extracted in {s['seconds']} s ({s['images_per_second']} img/s)"
         size = f", {s['bytes'] / 2**20:.1f} MiB" if "bytes" in s else ""
-        print(f"features {role}: {len(f)} images x 2 views x {f.plain.shape[1]} floats, {how}{size}")
+        print(f"features {role}: {len(f)} images x 2 views x {tuple(f.plain.shape[1:])} ({f.plain.dtype}), "
+              f"{how}{size}")
     rows = []
     print(f"{'seed':>4} {'fdrl val acc':>12} {'baseline val acc':>16} {'diff':>7}  (last epoch, head only)")
     for seed in parse_seeds(args.seeds):
-        r = {k: train_head(cfg, feats["train"], feats["val"], seed, args.epochs) for k, cfg in cfgs.items()}
+        r = {k: train_head(cfg, feats["train"], feats["val"], seed, args.epochs, trunk_state)
+             for k, cfg in cfgs.items()}
         rows.append(r)
         fa, ba = 100 * r["fdrl"]["val_accuracy"], 100 * r["baseline"]["val_accuracy"]
         print(f"{seed:>4} {fa:12.2f} {ba:16.2f} {fa - ba:+7.2f}  ({r['fdrl']['seconds']} s + "

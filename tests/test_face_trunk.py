@@ -196,7 +196,74 @@ def test_head_only_training_learns_from_features_for_both_models():
     assert s["mean_diff"] == pytest.approx(2 / 3) and s["wins"] == 2 and s["std_diff"] == pytest.approx(1.5275, 1e-4)
 
 
+@pytest.mark.parametrize("name,size", [("resnet18", 48), ("dlib_resnet29", 112)])
+def test_a_trunk_splits_at_its_last_stage(name, size):
+    from fdrl.models.trunks import build_trunk, from_last_stage, last_stage_input
+
+    torch.manual_seed(0)
+    trunk = build_trunk(name).eval()
+    x = torch.randn(3, 3, size, size)
+    calls = []
+    trunk.stages[-1].register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        maps = last_stage_input(trunk, x)
+        assert not calls and maps.shape[:2] == (3, trunk.stages[-1][0].conv1.in_channels)  # stopped before it
+        torch.testing.assert_close(from_last_stage(trunk, maps), trunk(x), rtol=0, atol=1e-5)
+    assert not trunk.stages[-1]._forward_pre_hooks  # the stopping hook is gone again
+
+
+def test_last_stage_fine_tune_on_cached_maps(tmp_path):
+    """Maps cached at the last stage's input (fp16, their own cache file) train the last stage and the head,
+    starting from the extraction trunk's weights."""
+    from fdrl.models.trunks import build_trunk, from_last_stage
+
+    torch.manual_seed(0)
+    trunk = build_trunk("resnet18")
+    prep = fdrl.Preprocessing(input_size=48, grayscale=True)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(24) % 3  # the class sets the brightness: learnable from the maps
+    images = (torch.randint(0, 60, (24, 1, 48, 48), generator=g) + 90 * labels.view(-1, 1, 1, 1)).to(torch.uint8)
+    data = TensorSet(images, labels, labels, [str(i) for i in range(24)], ["a", "b", "c"], [])
+    cpu = torch.device("cpu")
+    maps = cached_features(trunk, "resnet18", data, "toy", "train", prep, cpu, str(tmp_path), batch_size=5,
+                           log=lambda m: None, level="last_stage_input")
+    pooled = cached_features(trunk, "resnet18", data, "toy", "train", prep, cpu, str(tmp_path), log=lambda m: None)
+    assert maps.plain.dtype == torch.float16 and maps.plain.shape == (24, 256, 3, 3) and not maps.stats["cached"]
+    assert len(list(tmp_path.glob("*-last_stage_input.features.pt"))) == 1
+    assert len(list(tmp_path.glob("*.features.pt"))) == 2  # the two levels never share a file
+    with torch.no_grad():
+        trunk.eval()
+        torch.testing.assert_close(from_last_stage(trunk, maps.plain.float()), pooled.plain, rtol=0, atol=0.02)
+    cfg = load_config(None, [*TINY, "data.preprocessing.input_size=48", "optim.lr=0.01", "train.batch_size=8",
+                             "sched.name=constant", "model_name=baseline_resnet18", "model={}"])
+    with pytest.raises(fdrl.FdrlError, match="need the weights of the trunk"):
+        train_head(cfg, maps, maps, 0, epochs=1)
+    state = {k: v.clone() for k, v in trunk.state_dict().items()}
+    r = train_head(cfg, maps, maps, 0, epochs=6, trunk_state=state)
+    assert r["epoch"] == 6 and r["val_accuracy"] >= 0.9  # chance is 1/3
+
+
 def test_param_groups_skip_a_frozen_trunk():
     model = fdrl.create_model("baseline_resnet18", trunk="dlib_resnet29", freeze="all")
     names = {g["name"] for g in param_groups(model, None, OptimConfig())}
     assert names == {"heads_decay", "heads_no_decay"}
+
+
+def test_head_seeds_script_runs_both_levels(tmp_path, capsys):
+    import json
+
+    spec = importlib.util.spec_from_file_location("head_seeds", CONFIGS.parent / "scripts" / "head_seeds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sets = ["data.dataset=synthetic", "data.options={train_size: 24, eval_size: 12, image_size: 32}",
+            "data.preprocessing.input_size=32", f"data.cache_dir={tmp_path}", "data.val_split=val",
+            "data.train_split=train", "train.batch_size=8", "train.num_threads=1"]
+    for level in ("pooled", "last_stage_input"):
+        out = tmp_path / f"{level}.json"
+        argv = ["--config", str(CONFIGS / "fer2013.yaml"), "--seeds", "0,1", "--epochs", "1", "--level", level,
+                "--json", str(out)] + [a for s in sets for a in ("--set", s)]
+        assert mod.main(argv) == 0
+        res = json.loads(out.read_text())
+        assert len(res["rows"]) == 2 and res["summary"]["val_accuracy"]["n"] == 2
+    assert "x (256, 2, 2) (torch.float16)" in capsys.readouterr().out  # maps entering layer4 at 32 px
+    assert len(list(tmp_path.glob("*-last_stage_input.features.pt"))) == 2  # train and val

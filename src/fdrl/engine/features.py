@@ -6,6 +6,10 @@ per image per epoch. The flipped view is the training augmentation the cache can
 the two views per image). The cache file is keyed like the image cache — data set, split, input size, colour, a
 digest of the decoded images and labels — plus the normalisation, the trunk's name and a digest of its weights,
 so another trunk, other weights or other images never read a stale file.
+
+``level="last_stage_input"`` caches instead the maps entering the trunk's last stage (fp16, half the bytes), for a
+last-stage fine-tune (``model.freeze=all_but_last``) that runs only that stage per epoch
+(:func:`fdrl.models.trunks.from_last_stage`); its file name says the level.
 """
 
 from __future__ import annotations
@@ -15,21 +19,25 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ..config import Preprocessing
 from ..data.tensors import BatchTransform, TensorSet
+from ..models.trunks import last_stage_input
 from .runtime import weights_digest
 
 FORMAT = "fdrl-features-v1"
+FeatureLevel = Literal["pooled", "last_stage_input"]
+FEATURE_LEVELS: tuple[str, ...] = ("pooled", "last_stage_input")
 
 
 @dataclass
 class FeatureSet:
-    """The pooled trunk features of every image of a split: ``plain`` and ``flipped`` (N, num_features)."""
+    """The trunk features of every image of a split: ``plain`` and ``flipped``, (N, num_features) pooled or
+    (N, C, H, W) maps entering the last stage."""
 
     plain: torch.Tensor
     flipped: torch.Tensor
@@ -52,40 +60,49 @@ def content_digest(data: TensorSet) -> str:
 
 
 def feature_cache_path(cache_dir: str | os.PathLike[str], dataset: str, split: str, prep: Preprocessing,
-                       trunk_name: str, trunk: nn.Module, data: TensorSet) -> Path:
+                       trunk_name: str, trunk: nn.Module, data: TensorSet, level: FeatureLevel = "pooled") -> Path:
     """The cache file of ``data``'s features under ``trunk`` (see the module docstring for the key)."""
     norm = hashlib.sha1(f"{tuple(prep.mean)}|{tuple(prep.std)}".encode()).hexdigest()[:6]
+    tag = "" if level == "pooled" else f"-{level}"  # pooled files keep the names they had before levels
     name = (f"{dataset}-{split.replace('/', '_')}-{prep.input_size}{'g' if prep.grayscale else 'c'}-{norm}-"
-            f"{trunk_name}-{weights_digest(trunk)[:12]}-{content_digest(data)}.features.pt")
+            f"{trunk_name}-{weights_digest(trunk)[:12]}-{content_digest(data)}{tag}.features.pt")
     return Path(cache_dir) / name
 
 
 @torch.no_grad()
 def extract_features(trunk: nn.Module, data: TensorSet, transform: BatchTransform, device: torch.device,
-                     batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(plain, flipped) pooled features (N, num_features) in fp32, the trunk in eval mode."""
+                     batch_size: int = 256, level: FeatureLevel = "pooled") -> tuple[torch.Tensor, torch.Tensor]:
+    """(plain, flipped) features, the trunk in eval mode: pooled (N, num_features) in fp32, or the last stage's
+    input maps (N, C, H, W) in fp16."""
+    if level not in FEATURE_LEVELS:
+        raise ValueError(f"feature level must be one of {FEATURE_LEVELS}, got {level!r}")
     was_training = trunk.training
     trunk.eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return trunk(x).float().cpu() if level == "pooled" else last_stage_input(trunk, x).half().cpu()
+
     plain, flipped = [], []
     for start in range(0, len(data), batch_size):
         x = transform(data.images[start:start + batch_size].to(device), train=False)
-        plain.append(trunk(x).float().cpu())
-        flipped.append(trunk(x.flip(-1)).float().cpu())
+        plain.append(run(x))
+        flipped.append(run(x.flip(-1)))
     trunk.train(was_training)
     return torch.cat(plain), torch.cat(flipped)
 
 
 def cached_features(trunk: nn.Module, trunk_name: str, data: TensorSet, dataset: str, split: str,
                     prep: Preprocessing, device: torch.device, cache_dir: str | None, batch_size: int = 256,
-                    log=print) -> FeatureSet:
+                    log=print, level: FeatureLevel = "pooled") -> FeatureSet:
     """``data``'s features from the cache when present, else extracted (and cached when ``cache_dir``)."""
-    path = feature_cache_path(cache_dir, dataset, split, prep, trunk_name, trunk, data) if cache_dir else None
+    path = (feature_cache_path(cache_dir, dataset, split, prep, trunk_name, trunk, data, level) if cache_dir
+            else None)
     if path is not None and path.is_file():
         d = torch.load(path, weights_only=True)
         return FeatureSet(d["plain"], d["flipped"], data.targets, data.labels, data.classes,
                           {"cached": True, "path": str(path), "bytes": path.stat().st_size})
     t0 = time.perf_counter()
-    plain, flipped = extract_features(trunk, data, BatchTransform(prep.mean, prep.std), device, batch_size)
+    plain, flipped = extract_features(trunk, data, BatchTransform(prep.mean, prep.std), device, batch_size, level)
     seconds = time.perf_counter() - t0
     stats: dict[str, Any] = {"cached": False, "seconds": round(seconds, 2),
                              "images_per_second": round(2 * len(data) / max(seconds, 1e-9), 1)}

@@ -4,6 +4,10 @@ The model is the run config's own (FDRL or the baseline, same loss, optimiser an
 frozen; only ``forward_head`` runs, on one of the two cached views per image per epoch (the random horizontal
 flip of the ``basic`` augmentation; other augmentations need the images). No selection: the figures are those
 of the last epoch, so reporting them on the validation split is not optimistic.
+
+On maps cached at the last stage's input (``level="last_stage_input"``) the model is built with
+``model.freeze=all_but_last`` and the extraction trunk's weights, and each step runs the last stage, the global
+average and the head: a last-stage fine-tune without the rest of the trunk.
 """
 
 from __future__ import annotations
@@ -18,31 +22,46 @@ from ..config import TrainConfig
 from ..errors import TrainingError
 from ..losses import create_criterion
 from ..models import create_model
+from ..models.trunks import from_last_stage
 from ..optim import build_optimizer, build_scheduler
 from .features import FeatureSet
 from .report import classification_metrics
 from .trainer import step_scheduler
 
 
+def head_output(model: torch.nn.Module, features: torch.Tensor):
+    """``model``'s output for cached features: pooled (B, F) straight into the head, maps (B, C, H, W) through the
+    trunk's last stage first."""
+    if features.dim() == 4:
+        features = from_last_stage(model.backbone, features.float())
+    return model.forward_head(features)
+
+
 @torch.no_grad()
-def evaluate_head(model: torch.nn.Module, feats: FeatureSet, batch_size: int = 4096) -> dict[str, float]:
+def evaluate_head(model: torch.nn.Module, feats: FeatureSet, batch_size: int = 1024) -> dict[str, float]:
     """Accuracy and mean class accuracy of ``model``'s head on the plain view of ``feats``."""
     model.eval()
-    preds = torch.cat([model.forward_head(feats.plain[i:i + batch_size]).logits.argmax(-1)
+    preds = torch.cat([head_output(model, feats.plain[i:i + batch_size]).logits.argmax(-1)
                        for i in range(0, len(feats), batch_size)])
     m = classification_metrics(preds.numpy(), feats.labels.numpy(), feats.classes)
     return {"accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"]}
 
 
-def train_head(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, seed: int,
-               epochs: int | None = None) -> dict[str, Any]:
-    """Train ``cfg``'s model head from seed ``seed`` on ``train`` features; its last-epoch figures on ``val``."""
+def train_head(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, seed: int, epochs: int | None = None,
+               trunk_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train ``cfg``'s model head from seed ``seed`` on ``train`` features; its last-epoch figures on ``val``.
+    On last-stage maps the last stage trains too, starting from ``trunk_state`` (the extraction trunk's weights)."""
     epochs = cfg.train.epochs if epochs is None else epochs
+    maps = train.plain.dim() == 4
+    if maps and trunk_state is None:
+        raise TrainingError("last-stage maps need the weights of the trunk that made them (trunk_state)")
     torch.manual_seed(seed)
-    # The trunk is never run here: no weights to load, and frozen so that no optimiser group holds it.
+    # Pooled features: the trunk never runs, so no weights to load, and frozen so that no optimiser group holds it.
     model = create_model(cfg.model_name, num_classes=len(train.classes),
-                         **{**cfg.model, "pretrained_path": None, "freeze": "all"})
-    if model.backbone.num_features != train.plain.shape[1]:
+                         **{**cfg.model, "pretrained_path": None, "freeze": "all_but_last" if maps else "all"})
+    if maps:
+        model.backbone.load_state_dict(trunk_state)
+    elif model.backbone.num_features != train.plain.shape[1]:
         raise TrainingError(f"cached features have {train.plain.shape[1]} dimensions, the trunk of "
                             f"{cfg.model_name} gives {model.backbone.num_features}")
     criterion = create_criterion(model, cfg.loss)
@@ -57,10 +76,11 @@ def train_head(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, seed: int,
         model.train()
         criterion.train()
         perm = torch.randperm(n, generator=gen)
-        view = torch.where((torch.rand(n, generator=gen) < 0.5)[:, None], train.flipped, train.plain)
+        pick = (torch.rand(n, generator=gen) < 0.5).view(-1, *[1] * (train.plain.dim() - 1))
+        view = torch.where(pick, train.flipped, train.plain)
         for start in range(0, max(1, n - b + 1), b):  # the ragged last batch is dropped, as in training
             idx = perm[start:start + b]
-            parts = criterion(model.forward_head(view[idx]), train.targets[idx])
+            parts = criterion(head_output(model, view[idx]), train.targets[idx])
             if not torch.isfinite(parts["loss"]):
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1} (seed {seed}); lower optim.lr")
             optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,8 @@
 A trunk maps images (B, 3, H, W) to a pooled feature (B, num_features) and says its width in ``num_features``,
 which sizes the heads. A new trunk is a module plus one entry in :data:`TRUNKS`. Optional parts of the contract:
 ``min_input_size`` (class attribute; the run config refuses smaller ``data.preprocessing.input_size``),
-``freeze(mode)`` (``model.freeze``), ``load_pretrained(source)`` (``model.pretrained_path``; without it a torch
+``stages`` (its residual stages, input side first; the pooled feature is the global average of the last one's
+output), ``freeze(mode)`` (``model.freeze``), ``load_pretrained(source)`` (``model.pretrained_path``; without it a torch
 state dict of the trunk is loaded), and keyword options that are fields of the model config (``stem``).
 """
 
@@ -14,6 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import PretrainedWeightsError, unknown_name
@@ -92,3 +94,41 @@ def load_pretrained(trunk: nn.Module, source: str | os.PathLike[str]) -> None:
                                      f"{NAMED_WEIGHTS[os.fspath(source)]!r}, not of {type(trunk).__name__}")
     else:
         load_trunk_weights(trunk, source)
+
+
+class _Stop(Exception):
+    """Raised by the pre-hook of :func:`last_stage_input` once it holds the maps: the rest is not computed."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        super().__init__()
+        self.maps = maps
+
+
+def last_stage_input(trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The feature maps entering the trunk's last stage (``trunk.stages[-1]``) for images ``x``; the last stage
+    itself is not run. With :func:`from_last_stage` it splits a trunk for a last-stage-only fine-tune on cached maps."""
+
+    def stop(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        raise _Stop(args[0])
+
+    handle = _stages(trunk)[-1].register_forward_pre_hook(stop)
+    try:
+        trunk(x)
+    except _Stop as done:
+        return done.maps
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(trunk).__name__} never ran its last stage")
+
+
+def from_last_stage(trunk: nn.Module, maps: torch.Tensor) -> torch.Tensor:
+    """The pooled feature from maps of :func:`last_stage_input`: the last stage, then the global average (the
+    pooling of every registered trunk; a test checks ``from_last_stage(last_stage_input(x)) == trunk(x)``)."""
+    return _stages(trunk)[-1](maps).mean(dim=(2, 3))
+
+
+def _stages(trunk: nn.Module) -> list[nn.Module]:
+    stages = getattr(trunk, "stages", None)
+    if not stages:
+        raise ValueError(f"trunk {type(trunk).__name__} does not list its stages (stages), so it has no last stage")
+    return list(stages)
