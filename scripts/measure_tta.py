@@ -31,8 +31,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     recs = {m: fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta=m) for m in TTA_MODES}
     prep = recs["none"].prep
-    data = decode_dataset(create_dataset(args.dataset, args.root, args.split), prep.input_size, prep.grayscale,
-                          cache_dir=None, log=lambda m: None)
+    # At the training faces' resolution: predict_tensor resizes them to the input size as training did.
+    data = decode_dataset(create_dataset(args.dataset, args.root, args.split), prep.source_size or prep.input_size,
+                          prep.grayscale, cache_dir=None, log=lambda m: None)
     # Cost: the modes take turns on the same 256 faces, 5 rounds, median per mode, so that a machine whose load
     # changes during the run (other jobs) biases no mode.
     sample, times = data.images[:256], {m: [] for m in TTA_MODES}

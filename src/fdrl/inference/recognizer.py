@@ -199,10 +199,12 @@ def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBacken
 
 
 def resize_faces(x: torch.Tensor, size: int) -> torch.Tensor:
-    """A uint8 (B, C, H, W) face batch resized (bilinear, like :func:`pil_to_array`) to ``size`` x ``size``."""
+    """A uint8 (B, C, H, W) face batch resized (bilinear, like :func:`pil_to_array`) to ``size`` x ``size``;
+    antialiased when shrinking, as PIL's resize is."""
     if tuple(x.shape[-2:]) == (size, size):
         return x
-    y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
+    y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False,
+                                        antialias=max(x.shape[-2:]) > size)
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
