@@ -38,7 +38,8 @@ def main(dirs: list[str]) -> None:
                   f"{s['device']} x{s['world_size']}, torch {s['versions']['torch']} |")
 
 
-KEYS = (("test_accuracy", "test acc"), ("test_mean_class_accuracy", "test mean-class"), ("val_accuracy", "val acc"))
+KEYS = (("test_accuracy", "test acc"), ("test_mean_class_accuracy", "test mean-class"), ("val_accuracy", "val acc"),
+        ("val_mean_class_accuracy", "val mean-class"))
 
 
 def seeds(dirs: list[str]) -> None:
@@ -48,13 +49,15 @@ def seeds(dirs: list[str]) -> None:
         seed = {s["config"]["train"]["seed"] for s in pair.values()}
         if len(seed) != 1:
             raise SystemExit(f"{d}: the two runs of a pair have different seeds {seed}")
-        rows.append((seed.pop(), {v: s[s["selected"]] for v, s in pair.items()}))
-    head = " | ".join(f"{name} baseline | {name} FDRL | {name} diff" for _, name in KEYS)
+        rows.append((seed.pop(), {v: {**s, **s[s["selected"]]} for v, s in pair.items()}))
+    # Runs without a test split (FER2013's protocol selects and reports on val) get the val columns only.
+    keys = [(k, name) for k, name in KEYS if all(r[1][v].get(k) is not None for r in rows for v in r[1])]
+    head = " | ".join(f"{name} baseline | {name} FDRL | {name} diff" for _, name in keys)
     print(f"| seed | {head} |")
-    print("|---" * (1 + 3 * len(KEYS)) + "|")
+    print("|---" * (1 + 3 * len(keys)) + "|")
     for seed, sel in rows:
         cells = " | ".join(f"{pct(sel['baseline'][k])} | {pct(sel['fdrl'][k])} | "
-                           f"{100 * (sel['fdrl'][k] - sel['baseline'][k]):+.2f}" for k, _ in KEYS)
+                           f"{100 * (sel['fdrl'][k] - sel['baseline'][k]):+.2f}" for k, _ in keys)
         print(f"| {seed} | {cells} |")
     if len(rows) > 1:
         def ms(values: list[float], signed: bool = False) -> str:
@@ -62,7 +65,7 @@ def seeds(dirs: list[str]) -> None:
 
         cells = " | ".join(
             f"{ms([r[1]['baseline'][k] for r in rows])} | {ms([r[1]['fdrl'][k] for r in rows])} | "
-            f"{ms([r[1]['fdrl'][k] - r[1]['baseline'][k] for r in rows], signed=True)}" for k, _ in KEYS)
+            f"{ms([r[1]['fdrl'][k] - r[1]['baseline'][k] for r in rows], signed=True)}" for k, _ in keys)
         print(f"| mean ± std ({len(rows)} seeds) | {cells} |")
 
 

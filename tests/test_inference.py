@@ -272,7 +272,7 @@ def test_predict_uses_the_detector_the_model_was_trained_with(tmp_path):
     assert Recognizer(path, detector="opencv").detector.name == "opencv"  # the caller's choice wins
     export_onnx(path, tmp_path / "dlib.onnx")
     assert Recognizer(tmp_path / "dlib.onnx").detector.name == "dlib"
-    assert Recognizer().detector.name == "opencv"  # the shipped model was trained on pre-cropped faces
+    assert Recognizer().detector.name == "mtcnn_lite"  # the shipped model was trained on pre-cropped faces
 
 
 @pytest.mark.data
@@ -476,7 +476,10 @@ def test_packaged_default_model(tmp_path, capsys):
     assert path.stat().st_size < 30 * 2**20
     raw = read_checkpoint(path)
     assert raw["model_name"] == "fdrl_resnet18" and raw["model_state"]["fdn.weight"].dtype == torch.float16
-    assert raw["classes"] == CLASSES and raw["preprocessing"]["input_size"] == 48
+    assert raw["model_config"]["trunk"] == "dlib_resnet29"  # fine-tuned from dlib's weights, all of them inside
+    prep = raw["preprocessing"]  # 48 px FER2013 faces upsampled for the face trunk; margin chosen on val
+    assert raw["classes"] == CLASSES and (prep["input_size"], prep["source_size"]) == (112, 48)
+    assert prep["face_margin"] == -0.05 and raw["config"]["data"]["test_split"] is None
     assert "optimizer_state" not in raw
     rec = Recognizer(detector="none")
     assert rec.prep.grayscale and rec.classes == CLASSES

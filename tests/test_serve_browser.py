@@ -80,7 +80,7 @@ def photo(tmp_path_factory):
 
 def test_real_server_over_http(photo, server):  # photo first: no server when it skips
     h = httpx.get(server + "health").json()
-    assert h["model"] == "fdrl_fer2013.pt" and h["detector"] == "opencv"
+    assert h["model"] == "fdrl_fer2013.pt" and h["detector"] == "mtcnn_lite"
     r = httpx.post(server + "v1/predict", files=[("files", (photo.name, photo.read_bytes()))], timeout=60)
     assert r.status_code == 200
     faces = r.json()["faces"]
