@@ -261,8 +261,8 @@ DETECTORS: dict[str, Callable[[str], Detector]] = {
     "none": lambda device: NoDetector(),
 }
 # For photos when the checkpoint names none (fdrl predict, fdrl serve, Recognizer). mtcnn_lite: recall 93.3 % vs
-# Haar's 65.8 % on benchmarks/detectors.py's pasted faces, no false face on its portraits, and on the 317 FER2013
-# val faces both find the shipped FER2013 model scores 69.72 % on its crops (margin -0.05) vs 67.19 % on Haar's
+# Haar's 65.8 % on benchmarks/detectors.py's pasted faces, no false face on its portraits, and on the 316 FER2013
+# val faces both find the shipped FER2013 model scores 68.99 % on its crops (margin -0.05) vs 66.77 % on Haar's
 # (margin 0.0) (scripts/choose_face_margin.py; README "Shipped models").
 DEFAULT_DETECTOR = "mtcnn_lite"
 
