@@ -174,5 +174,5 @@ def test_shipped_model_on_real_fer2013(tmp_path):
 
     maps = explain_checkpoint(packaged_checkpoint("fer2013"), "fer2013", str(shared("fer2013")), "publictest",
                               max_per_class=1, device="cpu", log=lambda _: None)
-    assert maps.saliency.shape == (9, 7, 48, 48) and np.isfinite(maps.saliency).all()
+    assert maps.saliency.shape == (9, 7, 112, 112) and np.isfinite(maps.saliency).all()  # the face trunk's input
     assert maps.classes[0] == "angry" and maps.counts.tolist() == [1] * 7
