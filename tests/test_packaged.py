@@ -96,3 +96,27 @@ def test_ship_model_writes_fp16_without_optimiser_and_refuses_test_split_runs(tm
     atomic_save(make_checkpoint(model, CLASSES, prep, config=run), tmp_path / "tested.pt")
     with pytest.raises(SystemExit, match="also evaluated test split 'test'"):
         ship.main(["--checkpoint", str(tmp_path / "tested.pt"), "--name", "fer2013", "--out-dir", str(tmp_path)])
+
+
+def test_ferplus_model_by_name_with_contempt(tmp_path, capsys):
+    rec = Recognizer(model="ferplus", detector="none")
+    assert rec.checkpoint.endswith("fdrl_ferplus.pt")
+    assert rec.classes == ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+    face = write_image(tmp_path / "face.png", (48, 48))
+    assert main(["predict", str(face), "--model", "ferplus", "--detector", "none", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["faces"][0]["probabilities"]) == rec.classes  # the model's class order, not alphabetical
+    assert main(["models"]) == 0
+    assert "shipped model 'ferplus'" in capsys.readouterr().out
+
+
+@pytest.mark.data
+def test_ferplus_model_recognises_real_happiness():
+    from conftest import shared
+    from fdrl.data import create_dataset
+
+    ds = create_dataset("ferplus", str(shared("ferplus")), "val")
+    happy = [s.path for s, y in zip(ds.samples, ds.labels, strict=True) if ds.classes[y] == "happiness"][:40]
+    res = Recognizer(model="ferplus", detector="none").predict(happy)
+    assert len(res.faces) == 40
+    assert sum(f.label == "happiness" for f in res.faces) >= 30  # recall on FER2013Valid: see MODEL_CARD_ferplus.md
