@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                    a.data.preprocessing, device, cache_dir(a.data), a.train.eval_batch_size,
                                    level=args.level)
              for role, split in names.items()}
-    trunk_state = {k: v.clone() for k, v in trunk_model.backbone.state_dict().items()} \
-        if args.level != "pooled" else None
+    trunk_state = trunk_model.backbone.state_dict() if args.level != "pooled" else None
     del trunk_model
     for role, f in feats.items():
         s = f.stats

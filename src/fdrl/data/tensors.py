@@ -51,6 +51,22 @@ def pil_to_array(im: Image.Image, size: int, grayscale: bool, source_size: int |
     return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
+def resize_batch(x: torch.Tensor, size: int, source_size: int | None = None) -> torch.Tensor:
+    """:func:`pil_to_array`'s resize for a uint8 (B, C, H, W) batch: through ``source_size`` when the faces are
+    larger than that, then to ``size`` x ``size``; bilinear, antialiased when shrinking, as PIL's resize is."""
+
+    def resize(t: torch.Tensor, side: int) -> torch.Tensor:
+        if tuple(t.shape[-2:]) == (side, side):
+            return t
+        y = F.interpolate(t.float(), size=(side, side), mode="bilinear", align_corners=False,
+                          antialias=max(t.shape[-2:]) > side)
+        return y.round().clamp(0, 255).to(torch.uint8)
+
+    if source_size is not None and max(x.shape[-2:]) > source_size:
+        x = resize(x, source_size)
+    return resize(x, size)
+
+
 def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool, source_size: int | None = None) -> str:
     crop = getattr(ds.face_crop, "key", "none")
     via = f"|via{source_size}" if source_size is not None else ""  # absent: the keys of older caches still hold

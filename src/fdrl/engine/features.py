@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ from .runtime import weights_digest
 
 FORMAT = "fdrl-features-v1"
 FeatureLevel = Literal["pooled", "last_stage_input"]
-FEATURE_LEVELS: tuple[str, ...] = ("pooled", "last_stage_input")
+FEATURE_LEVELS: tuple[str, ...] = get_args(FeatureLevel)
 
 
 @dataclass

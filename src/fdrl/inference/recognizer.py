@@ -23,7 +23,7 @@ from PIL import Image
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
-from ..data.tensors import BatchTransform, pil_to_array, tta_views
+from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
 from ..errors import InputError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from .packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
@@ -198,16 +198,6 @@ def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBacken
     return _TorchBackend(path, device)
 
 
-def resize_faces(x: torch.Tensor, size: int) -> torch.Tensor:
-    """A uint8 (B, C, H, W) face batch resized (bilinear, like :func:`pil_to_array`) to ``size`` x ``size``;
-    antialiased when shrinking, as PIL's resize is."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False,
-                                        antialias=max(x.shape[-2:]) > size)
-    return y.round().clamp(0, 255).to(torch.uint8)
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
@@ -327,9 +317,7 @@ class Recognizer:
         if self.prep.grayscale and x.shape[1] == 3:
             x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
             x = x.to(torch.uint8)
-        src = self.prep.source_size
-        x = resize_faces(x, src) if src is not None and max(x.shape[-2:]) > src else x
-        x = resize_faces(x, self.prep.input_size)
+        x = resize_batch(x, self.prep.input_size, self.prep.source_size)
         probs, alpha = self.classify(self.transform(x))
         res = PredictionResult(classes=self.classes)
         for i in range(len(x)):
