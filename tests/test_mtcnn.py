@@ -155,3 +155,26 @@ def test_parity_with_facenet_pytorch(monkeypatch):
     np.testing.assert_allclose(b[o2], np.asarray(rb, float)[o1], atol=0.06 * 120)
     np.testing.assert_allclose(pts[o2], np.asarray(rpts, float)[o1], atol=0.06 * 120)
     np.testing.assert_allclose(p[o2], np.asarray(rp, float)[o1], atol=0.05)
+
+
+@pytest.mark.data
+def test_channels_last_nets_give_the_nchw_results(monkeypatch):
+    """The nets run channels-last for speed; the same nets and inputs in NCHW order must find the same faces (a
+    layout slip, e.g. in R-Net's/O-Net's flatten into their dense layers, would change scores and boxes)."""
+    import fdrl.mtcnn as mtcnn
+
+    photo, _ = _photo(_fer_faces(4, start=3), 120, (960, 540), seed=1)
+    pixels = np.array(photo)
+    fast = MTCNN(pad=True)
+    assert fast.pnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert mtcnn._normalise(pixels).is_contiguous(memory_format=torch.channels_last)
+    boxes, probs, points = fast.detect(pixels)
+    assert len(boxes) >= 3
+    normalise = mtcnn._normalise
+    monkeypatch.setattr(mtcnn, "_normalise", lambda p: normalise(p).contiguous())
+    slow = MTCNN(pad=True).to(memory_format=torch.contiguous_format)
+    assert slow.pnet.conv1.weight.is_contiguous() and mtcnn._normalise(pixels).is_contiguous()
+    ref = slow.detect(pixels)
+    np.testing.assert_allclose(boxes, ref[0], atol=1e-2)
+    np.testing.assert_allclose(probs, ref[1], atol=1e-5)
+    np.testing.assert_allclose(points, ref[2], atol=1e-2)

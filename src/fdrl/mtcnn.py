@@ -128,9 +128,10 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
 
 
 def _normalise(pixels: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-    """HWC pixels (uint8 or float) (one array or a list of equal-sized ones) to the nets' NCHW input in [-1, 1]."""
+    """HWC pixels (uint8 or float) (one array or a list of equal-sized ones) to the nets' NCHW input in [-1, 1],
+    left in the channels-last memory order the pixels come in (the nets run channels-last, see :class:`MTCNN`)."""
     batch = np.stack(pixels) if isinstance(pixels, list) else pixels[None]
-    return ((torch.from_numpy(batch).float() - 127.5) * 0.0078125).permute(0, 3, 1, 2).contiguous()
+    return ((torch.from_numpy(batch).float() - 127.5) * 0.0078125).permute(0, 3, 1, 2)
 
 
 def _crops(image: np.ndarray, boxes: torch.Tensor, size: int, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,6 +166,9 @@ class MTCNN(nn.Module):
         for name in NETS:
             getattr(self, name).load_state_dict(state[name])
         self.min_face_size, self.thresholds, self.factor, self.pad = min_face_size, thresholds, factor, pad
+        # Channels-last convolutions and max-pools: 70 -> 38 ms per 1280x720 photo on 2 idle cores, same boxes
+        # within 2.5e-4 px (the 2x2 ceil-mode max-pool alone is 4x faster than in NCHW).
+        self.to(memory_format=torch.channels_last)
         self.eval()
 
     def _scales(self, h: int, w: int) -> list[float]:
