@@ -3,6 +3,7 @@
     python scripts/head_seeds.py --config configs/fer2013_dlib.yaml --set data.root=../shared/data/fer2013 \
         --seeds 0..9 [--epochs 10] [--baseline-config configs/fer2013_dlib_baseline.yaml]
     python scripts/head_seeds.py ... --level last_stage_input      # last stage fine-tuned too, on cached maps
+    python scripts/head_seeds.py ... --arm l1:model.alpha_reduce=l1 --arm lit:loss.balance_target=literal
 
 Both configs get ``model.freeze=all``; they must share data, preprocessing and trunk (the features are shared,
 which is what makes the per-seed difference a paired one). The trunk's pooled features of train and val (plain and
@@ -11,6 +12,9 @@ baseline's linear head from the same seed. Printed: extraction throughput and ca
 validation accuracy, mean ± std, and the paired FDRL − baseline difference. ``--level last_stage_input`` caches
 the maps entering the trunk's last stage instead (fp16) and trains that stage with the head, from the trunk's
 pretrained weights (the paper-like ``model.freeze=all_but_last`` fine-tune, many seeds without the full trunk).
+``--arm NAME:KEY=VALUE`` (repeatable; repeats of one NAME merge) adds FDRL variants, e.g. the spec's ambiguity
+switches: each trains from every seed on the same features and is compared, paired, with the same baseline and
+with the config's FDRL.
 """
 
 from __future__ import annotations
@@ -41,6 +45,17 @@ def parse_seeds(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
+def parse_arms(specs: list[str]) -> dict[str, list[str]]:
+    """``["l1:model.alpha_reduce=l1", "l1:loss.lambda_balance=0.1"]`` -> ``{"l1": [both overrides]}``."""
+    arms: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, override = spec.partition(":")
+        if not sep or not name or "=" not in override or name in ("fdrl", "baseline"):
+            raise ValueError(f"--arm {spec!r}: expected NAME:KEY=VALUE with a NAME other than fdrl/baseline")
+        arms.setdefault(name, []).append(override)
+    return arms
+
+
 def baseline_path(config: str) -> str:
     p = Path(config)
     return str(p.with_name(p.stem + "_baseline" + p.suffix))
@@ -55,20 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="head epochs (default: train.epochs of the config)")
     ap.add_argument("--level", default="pooled", choices=FEATURE_LEVELS,
                     help="pooled: head only; last_stage_input: the last stage trains too")
+    ap.add_argument("--arm", action="append", default=[], metavar="NAME:KEY=VALUE",
+                    help="an FDRL variant (override applied to the FDRL config only); repeat a NAME to merge")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
     overrides = [*args.set, "model.freeze=all", "data.test_split=null"]
     try:
+        arms = parse_arms(args.arm)
         cfgs = {"fdrl": load_config(args.config, overrides),
                 "baseline": load_config(args.baseline_config or baseline_path(args.config), overrides)}
-    except FdrlError as exc:
+        cfgs.update({name: load_config(args.config, [*overrides, *extra]) for name, extra in arms.items()})
+    except (FdrlError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    a, b = cfgs["fdrl"], cfgs["baseline"]
-    if a.data != b.data or any(a.model.get(k) != b.model.get(k) for k in TRUNK_FIELDS):
-        print("error: the two configs must share data, preprocessing and trunk (trunk, pretrained_path, stem)",
-              file=sys.stderr)
-        return 2
+    a = cfgs["fdrl"]
+    for name, b in cfgs.items():
+        if a.data != b.data or any(a.model.get(k) != b.model.get(k) for k in TRUNK_FIELDS):
+            print(f"error: fdrl and {name} must share data, preprocessing and trunk (trunk, pretrained_path, "
+                  "stem)", file=sys.stderr)
+            return 2
     if a.train.num_threads:
         torch.set_num_threads(a.train.num_threads)
     device = resolve_device(a.train.device)
@@ -89,21 +109,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"features {role}: {len(f)} images x 2 views x {tuple(f.plain.shape[1:])} ({f.plain.dtype}), "
               f"{how}{size}")
     rows = []
-    print(f"{'seed':>4} {'fdrl val acc':>12} {'baseline val acc':>16} {'diff':>7}  (last epoch, head only)")
+    fdrl_arms = [k for k in cfgs if k != "baseline"]
+    print(f"{'seed':>4} " + " ".join(f"{k:>10}" for k in [*fdrl_arms, "baseline"]) + "  (last-epoch val acc, %; "
+          "seconds per arm)")
     for seed in parse_seeds(args.seeds):
         r = {k: train_head(cfg, feats["train"], feats["val"], seed, args.epochs, trunk_state)
              for k, cfg in cfgs.items()}
         rows.append(r)
-        fa, ba = 100 * r["fdrl"]["val_accuracy"], 100 * r["baseline"]["val_accuracy"]
-        print(f"{seed:>4} {fa:12.2f} {ba:16.2f} {fa - ba:+7.2f}  ({r['fdrl']['seconds']} s + "
-              f"{r['baseline']['seconds']} s)", flush=True)
-    out = {}
+        print(f"{seed:>4} " + " ".join(f"{100 * r[k]['val_accuracy']:10.2f}" for k in [*fdrl_arms, "baseline"])
+              + f"  ({', '.join(str(r[k]['seconds']) for k in r)})", flush=True)
+    out: dict = {}
     for metric in ("val_accuracy", "val_mean_class_accuracy"):
-        s = paired_summary([100 * r["fdrl"][metric] for r in rows], [100 * r["baseline"][metric] for r in rows])
-        out[metric] = s
-        print(f"{metric}: fdrl {s['mean_a']:.2f} ± {s['std_a']:.2f}, baseline {s['mean_b']:.2f} ± {s['std_b']:.2f}, "
-              f"paired fdrl − baseline {s['mean_diff']:+.2f} ± {s['std_diff']:.2f} "
-              f"(fdrl ahead in {s['wins']}/{s['n']})")
+        for arm in fdrl_arms:
+            s = paired_summary([100 * r[arm][metric] for r in rows], [100 * r["baseline"][metric] for r in rows])
+            if arm == "fdrl":
+                out[metric] = s
+            else:
+                s["vs_fdrl"] = paired_summary([100 * r[arm][metric] for r in rows],
+                                              [100 * r["fdrl"][metric] for r in rows])
+                out.setdefault("arms", {}).setdefault(arm, {"overrides": arms[arm]})[metric] = s
+            more = f"; vs fdrl {s['vs_fdrl']['mean_diff']:+.2f} ± {s['vs_fdrl']['std_diff']:.2f}" \
+                if "vs_fdrl" in s else ""
+            print(f"{metric} {arm}: {s['mean_a']:.2f} ± {s['std_a']:.2f}, baseline {s['mean_b']:.2f} ± "
+                  f"{s['std_b']:.2f}, paired − baseline {s['mean_diff']:+.2f} ± {s['std_diff']:.2f} "
+                  f"(ahead in {s['wins']}/{s['n']}){more}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": out, "features": {
             k: f.stats for k, f in feats.items()}, "argv": sys.argv}, indent=2))

@@ -260,10 +260,21 @@ def test_head_seeds_script_runs_both_levels(tmp_path, capsys):
             "data.train_split=train", "train.batch_size=8", "train.num_threads=1"]
     for level in ("pooled", "last_stage_input"):
         out = tmp_path / f"{level}.json"
+        arms = ["--arm", "l1:model.alpha_reduce=l1", "--arm", "l1:loss.balance_target=normalized"] \
+            if level == "pooled" else []
         argv = ["--config", str(CONFIGS / "fer2013.yaml"), "--seeds", "0,1", "--epochs", "1", "--level", level,
-                "--json", str(out)] + [a for s in sets for a in ("--set", s)]
+                "--json", str(out), *arms] + [a for s in sets for a in ("--set", s)]
         assert mod.main(argv) == 0
+        if level == "last_stage_input":
+            assert "x (256, 2, 2) (torch.float16)" in capsys.readouterr().out  # maps entering layer4 at 32 px
         res = json.loads(out.read_text())
         assert len(res["rows"]) == 2 and res["summary"]["val_accuracy"]["n"] == 2
-    assert "x (256, 2, 2) (torch.float16)" in capsys.readouterr().out  # maps entering layer4 at 32 px
+        if arms:  # the arm trained from the same seeds, compared with the baseline and with the config's FDRL
+            arm = res["summary"]["arms"]["l1"]
+            assert arm["overrides"] == ["model.alpha_reduce=l1", "loss.balance_target=normalized"]
+            assert arm["val_accuracy"]["n"] == 2 and arm["val_accuracy"]["vs_fdrl"]["n"] == 2
+            assert set(res["rows"][0]) == {"fdrl", "baseline", "l1"}
+    assert mod.main(["--config", str(CONFIGS / "fer2013.yaml"), "--arm", "model.alpha_reduce=l1"]) == 2
+    assert "expected NAME:KEY=VALUE" in capsys.readouterr().err
+
     assert len(list(tmp_path.glob("*-last_stage_input.features.pt"))) == 2  # train and val
