@@ -1,6 +1,7 @@
 """Shipped models by name, and test-time augmentation in ``Recognizer``."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +61,12 @@ def test_cli_predict_with_a_shipped_model_and_tta(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(out["faces"]) == 1 and out["faces"][0]["label"] in CLASSES
     assert main(["models"]) == 0
-    assert "shipped model 'fer2013'" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "shipped model 'fer2013'" in text
+    about = text.split("shipped model 'fer2013'")[1].splitlines()[1]  # what the file says about itself
+    assert about.strip().startswith("7 classes (angry, disgust") and "dlib_resnet29 at 112 px" in about
+    assert "trained on fer2013 train" in about and "val accuracy 62.86 % at epoch 10" in about
+    assert Path(about.split("card ")[1]).is_file()
 
 
 def _ship_model():

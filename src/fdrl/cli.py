@@ -27,14 +27,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if args.name:
             print(model.config)
     if not args.name:
-        from .inference.recognizer import packaged_checkpoint
+        from .inference.recognizer import describe_packaged, packaged_checkpoint
 
         for name in PACKAGED_MODELS:
             try:
-                where = str(packaged_checkpoint(name))
+                where, about = str(packaged_checkpoint(name)), describe_packaged(name)
             except FdrlError as exc:  # a listing shows a missing file instead of failing
-                where = f"missing ({exc})"
+                where, about = f"missing ({exc})", ""
             print(f"shipped model {name!r}: {where} (fdrl predict --model {name})")
+            if about:
+                print(f"    {about}")
     return 0
 
 

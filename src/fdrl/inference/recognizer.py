@@ -40,6 +40,23 @@ def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
     return path
 
 
+def describe_packaged(name: str) -> str:
+    """One line on a shipped model for ``fdrl models``: classes, trunk and input, the data it was trained and
+    selected on with its validation accuracy at that epoch (as trained, fp32), and where its model card is."""
+    from ..checkpoint import read_checkpoint
+    from .packaged import MODEL_CARDS
+
+    raw = read_checkpoint(packaged_checkpoint(name))
+    data = (raw.get("config") or {}).get("data", {})
+    acc = (raw.get("metrics") or {}).get("val_accuracy")
+    card = Path(str(resources.files("fdrl") / "weights" / MODEL_CARDS[name]))
+    trained = f"trained on {data.get('dataset', '?')} {data.get('train_split', '?')}, " if data else ""
+    val = f"{data.get('val_split', 'val')} accuracy {100 * acc:.2f} % at epoch {raw.get('epoch')}; " if acc else ""
+    return (f"{len(raw['classes'])} classes ({', '.join(raw['classes'])}); {raw['model_name']} on "
+            f"{raw['model_config'].get('trunk', 'resnet18')} at {raw['preprocessing']['input_size']} px; {trained}"
+            f"{val}card {card}")
+
+
 def default_checkpoint() -> Path:
     """The default packaged model."""
     return packaged_checkpoint(DEFAULT_MODEL)
