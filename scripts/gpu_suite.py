@@ -273,7 +273,7 @@ class Run:
     seed: int
     dir: Path
     overrides: list[str]
-    config: str = RECIPES["scratch"]["fdrl"]
+    config: str  # the variant's config file in this call's recipe
     proc: subprocess.Popen | None = None
     started: float = 0.0
     ended: float | None = None

@@ -161,8 +161,8 @@ def test_results_table_pairs_seeds(tmp_path):
     runs = []
     for seed, (b, f) in enumerate([(0.60, 0.62), (0.61, 0.62)]):
         for variant, acc in (("baseline", b), ("fdrl", f)):
-            r = gs.Run(f"{variant}_s{seed}", variant, seed, tmp_path / f"{variant}_s{seed}", [], status="done",
-                       started=1.0, ended=2.0)
+            r = gs.Run(f"{variant}_s{seed}", variant, seed, tmp_path / f"{variant}_s{seed}", [],
+                       gs.RECIPES["scratch"][variant], status="done", started=1.0, ended=2.0)
             r.dir.mkdir()
             rows = [{"epoch": 1, "val_accuracy": acc - 0.1, "val_mean_class_accuracy": 0.4},
                     {"epoch": 2, "val_accuracy": acc, "val_mean_class_accuracy": 0.5}]
@@ -174,7 +174,8 @@ def test_results_table_pairs_seeds(tmp_path):
 
 
 class _Cmd(gs.Run):
-    """A Run whose process is a stand-in command: the supervisor's bookkeeping without training."""
+    """A Run whose process is a stand-in command (no config file: ``command`` replaces fdrl train): the supervisor's
+    bookkeeping without training."""
 
     code: str = ""
 
@@ -183,13 +184,13 @@ class _Cmd(gs.Run):
 
 
 def test_supervise_guard_stops_overrunning_runs_and_reports_failures(tmp_path):
-    slow = _Cmd("slow", "fdrl", 0, tmp_path / "slow", [])
+    slow = _Cmd("slow", "fdrl", 0, tmp_path / "slow", [], "")
     slow.code = "import time; time.sleep(60)"
-    bad = _Cmd("bad", "baseline", 0, tmp_path / "bad", [])
+    bad = _Cmd("bad", "baseline", 0, tmp_path / "bad", [], "")
     bad.code = "import sys; print('boom'); sys.exit(3)"
-    late = _Cmd("late", "fdrl", 1, tmp_path / "late", [])  # starts when "bad" frees its slot
+    late = _Cmd("late", "fdrl", 1, tmp_path / "late", [], "")  # starts when "bad" frees its slot
     late.code = slow.code
-    queued = _Cmd("queued", "baseline", 1, tmp_path / "queued", [])
+    queued = _Cmd("queued", "baseline", 1, tmp_path / "queued", [], "")
     ended = []
     gs.supervise([slow, bad, late, queued], parallel=2, deadline=gs.time.time() + 6, env=dict(gs.os.environ),
                  on_end=lambda r: ended.append(r.name), log=lambda m: None, poll_s=0.05)

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
 from ..errors import InputError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
-from .packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
+from .packaged import DEFAULT_MODEL, DEFAULT_TTA, MODEL_CARDS, PACKAGED_MODELS, TTA_MODES
 
 
 def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
@@ -43,9 +43,6 @@ def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
 def describe_packaged(name: str) -> str:
     """One line on a shipped model for ``fdrl models``: classes, trunk and input, the data it was trained and
     selected on with its validation accuracy at that epoch (as trained, fp32), and where its model card is."""
-    from ..checkpoint import read_checkpoint
-    from .packaged import MODEL_CARDS
-
     raw = read_checkpoint(packaged_checkpoint(name))
     data = (raw.get("config") or {}).get("data", {})
     acc = (raw.get("metrics") or {}).get("val_accuracy")
