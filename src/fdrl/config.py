@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError, UnknownDetectorError
 from .faces import DEFAULT_MARGIN, check_detector_name
-from .literals import check_choice
+from .literals import MixMode, TtaMode, check_choice
 from .losses import LossConfig
 from .optim import OptimConfig, SchedConfig
 
@@ -86,8 +86,8 @@ class TrainSection:
     compile: bool = False
     init_from: str | None = None  # fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB)
     select: Literal["last", "val"] = "val"  # which checkpoint is "the" result; both are always written
-    tta: Literal["none", "flip", "tencrop"] = "none"  # reported beside the plain figure, never instead
-    mix: Literal["none", "mixup", "cutmix"] = "none"  # batch mixing (data/mix.py); targets become soft
+    tta: TtaMode = "none"  # reported beside the plain figure, never instead
+    mix: MixMode = "none"  # batch mixing (data/mix.py); targets become soft
     mix_alpha: float = 1.0  # Beta(alpha, alpha) of the mixing weight
     max_steps_per_epoch: int | None = None  # for smoke tests
     stop_after_steps: int | None = None  # simulate a kill after N optimiser steps (tests of --resume)

@@ -12,6 +12,10 @@ import functools
 import typing
 from typing import Any, Literal
 
+# Choice sets named in more than one layer (a config field and the code that acts on it); each lives here once.
+TtaMode = Literal["none", "flip", "tencrop"]  # test-time augmentation: config, Recognizer, CLI
+MixMode = Literal["none", "mixup", "cutmix"]  # batch mixing: config, data/mix.py
+
 
 def literal_choices(tp: Any) -> tuple[Any, ...] | None:
     """The allowed values of a ``Literal[...]`` annotation; None for any other type."""

@@ -9,11 +9,14 @@ Draws come from the caller's generator, so an epoch's mixing is a pure function 
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 import torch.nn.functional as F
 
-MIX_MODES = ("none", "mixup", "cutmix")
+from ..literals import MixMode
+
+MIX_MODES: tuple[str, ...] = typing.get_args(MixMode)
 
 
 def mix_batch(x: torch.Tensor, target: torch.Tensor, num_classes: int, mode: str, alpha: float,

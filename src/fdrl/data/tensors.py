@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..checkpoint import atomic_save
 from ..errors import DataError
 from .base import FERDataset, ImageReadError
 
@@ -120,11 +121,8 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
         log(f"{ds.name}/{ds.split}: skipped {len(skipped) - len(ds.skipped)} unreadable image(s), "
             f"e.g. {skipped[len(ds.skipped)]}")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: concurrent runs may build the same cache
-        torch.save({"images": images, "targets": out.targets, "labels": out.labels, "ids": ids,
-                    "skipped": [list(x) for x in skipped]}, tmp)
-        os.replace(tmp, path)
+        atomic_save({"images": images, "targets": out.targets, "labels": out.labels, "ids": ids,
+                     "skipped": [list(x) for x in skipped]}, path)  # concurrent runs may build the same cache
     return out
 
 

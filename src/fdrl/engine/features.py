@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from ..checkpoint import atomic_save
 from ..config import Preprocessing
 from ..data.tensors import BatchTransform, TensorSet
 from ..models.trunks import last_stage_input
@@ -107,10 +108,7 @@ def cached_features(trunk: nn.Module, trunk_name: str, data: TensorSet, dataset:
     stats: dict[str, Any] = {"cached": False, "seconds": round(seconds, 2),
                              "images_per_second": round(2 * len(data) / max(seconds, 1e-9), 1)}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: concurrent runs may build the same cache
-        torch.save({"format": FORMAT, "plain": plain, "flipped": flipped}, tmp)
-        os.replace(tmp, path)
+        atomic_save({"format": FORMAT, "plain": plain, "flipped": flipped}, path)  # concurrent runs may share it
         stats.update(path=str(path), bytes=path.stat().st_size)
     log(f"{dataset}/{split}: {len(data)} images x 2 views -> features {tuple(plain.shape)} in {seconds:.1f} s "
         f"({stats['images_per_second']} img/s)" + (f", cached in {path}" if path else ""))
