@@ -12,6 +12,7 @@ detection besides the one hit on the face is a false face (each gets its own exp
     python benchmarks/detectors.py --sizes 96 --photos 20      # recall at 96 px faces only
     python benchmarks/detectors.py --detectors mtcnn          # where facenet-pytorch is installed
     python benchmarks/detectors.py --detectors mtcnn_lite:20,mtcnn_lite:40   # smallest face searched, in px
+    python benchmarks/detectors.py --detectors mtcnn_lite:40:0.4 --sizes 96   # and P-Net's threshold
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def score(faces, boxes) -> tuple[set[int], int, int]:
 
 
 def main() -> None:
-    from fdrl.faces import DetectorError, MTCNNLiteDetector, create_detector
+    from fdrl.faces import STAGE_THRESHOLDS, DetectorError, MTCNNLiteDetector, create_detector
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="../shared/data/fer2013", help="FER2013 image-folder release")
@@ -88,7 +89,8 @@ def main() -> None:
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
     p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
     p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite",
-                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N searches faces from N px (default 20)")
+                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P] searches faces from N px "
+                        "(default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -113,9 +115,14 @@ def main() -> None:
           f"{'false on portraits':>18s}")
     for name in args.detectors.split(","):
         try:
-            base, _, min_face = name.partition(":")
-            det = MTCNNLiteDetector(min_face_size=int(min_face)) if base == "mtcnn_lite" and min_face \
-                else create_detector(name)
+            base, *opts = name.split(":")
+            if base == "mtcnn_lite" and opts:  # mtcnn_lite:MIN_FACE[:PNET_THRESHOLD]
+                kw: dict = {"min_face_size": int(opts[0])}
+                if len(opts) > 1:
+                    kw["thresholds"] = (float(opts[1]), *STAGE_THRESHOLDS[1:])
+                det = MTCNNLiteDetector(**kw)
+            else:
+                det = create_detector(name)
         except DetectorError as exc:
             print(f"{name:10s} unavailable: {exc}")
             continue
