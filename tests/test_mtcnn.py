@@ -55,6 +55,36 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     assert nms(boxes[:0], scores[:0], 0.5).numel() == 0
 
 
+def _greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str) -> list[int]:
+    """The textbook loop, one kept box at a time: what the blocked matrix NMS must reproduce exactly."""
+    one = 1.0 if mode == "min" else 0.0
+    area = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
+    order, keep = scores.argsort(descending=True).tolist(), []
+    while order:
+        i, order = order[0], order[1:]
+        keep.append(i)
+        rest = []
+        for j in order:
+            w = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]) + one, 0)
+            h = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]) + one, 0)
+            denom = min(area[i], area[j]) if mode == "min" else area[i] + area[j] - w * h
+            if w * h / denom <= threshold:
+                rest.append(j)
+        order = rest
+    return keep
+
+
+@pytest.mark.parametrize("mode", ["union", "min"])
+@pytest.mark.parametrize("block", [7, 1024])  # 7: candidates span many blocks, so kept boxes cross blocks
+def test_nms_equals_the_greedy_loop_on_crowded_boxes(mode, block):
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 60, (150, 2))
+    boxes = torch.tensor(np.concatenate([xy, xy + rng.uniform(4, 30, (150, 2))], 1), dtype=torch.float64)
+    scores = torch.tensor(rng.permutation(150) / 150.0)  # distinct, so the order is unambiguous
+    kept = nms(boxes, scores, 0.5, mode=mode, block=block).tolist()
+    assert kept == _greedy_nms(boxes, scores, 0.5, mode)
+    assert 10 < len(kept) < 140  # the boxes really crowd each other
+
 def test_no_faces_on_blank_or_noise_images():
     det = create_detector("mtcnn_lite")
     rng = np.random.default_rng(0)
