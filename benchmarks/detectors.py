@@ -13,6 +13,7 @@ detection besides the one hit on the face is a false face (each gets its own exp
     python benchmarks/detectors.py --detectors mtcnn          # where facenet-pytorch is installed
     python benchmarks/detectors.py --detectors mtcnn_lite:20,mtcnn_lite:40   # smallest face searched, in px
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.4 --sizes 96   # and P-Net's threshold
+    python benchmarks/detectors.py --detectors mtcnn_lite,mtcnn_lite:40:0.6:0  # without the border retry
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ def main() -> None:
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
     p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
     p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite",
-                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P] searches faces from N px "
-                        "(default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P")
+                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B]] searches faces from N px "
+                        "(default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P and border retry B")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -112,14 +113,16 @@ def main() -> None:
           f"{len(singles)} single-face portraits 256x256; seed {args.seed}, {args.threads} threads")
     print(f"{'detector':10s} {'recall':>7s} " + " ".join(f"{f'@{s}px':>7s}" for s in sizes)
           + f" {'false det.':>10s} {'eyes found':>10s} {'ms/photo':>9s} {'portraits found':>15s} "
-          f"{'false on portraits':>18s}")
+          f"{'false on portraits':>18s} {'ms/portrait':>11s}")
     for name in args.detectors.split(","):
         try:
             base, *opts = name.split(":")
-            if base == "mtcnn_lite" and opts:  # mtcnn_lite:MIN_FACE[:PNET_THRESHOLD]
+            if base == "mtcnn_lite" and opts:  # mtcnn_lite:MIN_FACE[:PNET_THRESHOLD[:BORDER_RETRY]]
                 kw: dict = {"min_face_size": int(opts[0])}
                 if len(opts) > 1:
                     kw["thresholds"] = (float(opts[1]), *STAGE_THRESHOLDS[1:])
+                if len(opts) > 2:
+                    kw["border_retry"] = float(opts[2])
                 det = MTCNNLiteDetector(**kw)
             else:
                 det = create_detector(name)
@@ -142,10 +145,15 @@ def main() -> None:
         hits = sum(v[0] for v in found.values())
         by_size = " ".join(f"{v[0] / max(1, v[1]):7.1%}" for v in found.values())
         single_hits = single_false = 0
+        single_seconds = 0.0
         for photo, boxes in singles:
-            hit, f, _ = score(det.detect(photo), boxes)
+            t = time.perf_counter()
+            faces = det.detect(photo)
+            single_seconds += time.perf_counter() - t
+            hit, f, _ = score(faces, boxes)
             single_hits, single_false = single_hits + len(hit), single_false + f
-        on_portraits = f"{single_hits:>7d} of {len(singles):<4d} {single_false:18d}" if singles else f"{'-':>15s}"
+        on_portraits = (f"{single_hits:>7d} of {len(singles):<4d} {single_false:18d} "
+                        f"{1000 * single_seconds / len(singles):11.1f}" if singles else f"{'-':>15s}")
         print(f"{name:10s} {hits / total:7.1%} {by_size} {false:10d} {eyes / max(1, hits):10.1%} "
               f"{1000 * seconds / len(photos):9.1f} {on_portraits}")
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import shared
-from fdrl.faces import create_detector
+from fdrl.faces import MTCNNLiteDetector, create_detector
 from fdrl.mtcnn import MTCNN, NETS, WEIGHTS, nms
 
 
@@ -127,6 +127,47 @@ def test_no_false_faces_on_single_face_portraits():
         canvas.paste(face.resize((160, 160), Image.BICUBIC), (48, 40))
         faces = det.detect(canvas)
         assert len(faces) <= 1 and all(48 <= f.box[0] + f.box[2] / 2 <= 208 for f in faces)
+
+
+@pytest.mark.data
+def test_border_retry_finds_faces_that_fill_the_frame():
+    """Close-ups (FER2013 faces upscaled to fill 256 px) that MTCNN misses get a second search inside a border."""
+    plain = MTCNNLiteDetector(border_retry=0)
+    retry = create_detector("mtcnn_lite")
+    found = {"plain": 0, "retry": 0}
+    for face in _fer_faces(30, start=100):
+        portrait = face.resize((256, 256), Image.BICUBIC)
+        found["plain"] += len(plain.detect(portrait))
+        faces = retry.detect(portrait)
+        assert len(faces) <= 1
+        for f in faces:
+            x, y, w, h = f.box
+            assert 0 <= x and 0 <= y and x + w <= 256 and y + h <= 256 and w > 128 and h > 128, f.box
+            assert f.eyes is None or all(0 <= v <= 256 for eye in f.eyes for v in eye)
+        found["retry"] += len(faces)
+    assert found["retry"] >= found["plain"] + 3, found
+
+
+def test_border_retry_maps_boxes_back_and_runs_only_when_nothing_was_found(monkeypatch):
+    det = MTCNNLiteDetector()
+    seen = []
+
+    def fake(pixels):  # a "face" only in the framed copy: 100 px square at (10, 20) of the framed pixels
+        seen.append(pixels.shape[:2])
+        if len(seen) == 1:
+            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+        marks = np.array([[[40.0, 50.0], [80.0, 50.0], [60, 70], [45, 90], [75, 90]]])
+        return np.array([[10.0, 20.0, 110.0, 120.0]]), np.array([0.99]), marks
+
+    monkeypatch.setattr(det.net, "detect", fake)
+    faces = det.detect(Image.new("RGB", (200, 100), (90, 90, 90)))
+    assert seen == [(100, 200), (150, 250)]  # the second search adds 25 px (a quarter of the short side) a side
+    (face,) = faces
+    assert face.box == (0, 0, 85, 95)  # (-15, -5, 100, 100) clipped to the photo
+    assert face.eyes == ((15.0, 25.0), (55.0, 25.0))
+    seen.clear()
+    det.border_retry = 0  # off: one search only
+    assert det.detect(Image.new("RGB", (200, 100))) == [] and seen == [(100, 200)]
 
 
 def _reference_mtcnn(monkeypatch):
