@@ -249,3 +249,13 @@ def test_channels_last_nets_give_the_nchw_results(monkeypatch):
     np.testing.assert_allclose(boxes, ref[0], atol=1e-2)
     np.testing.assert_allclose(probs, ref[1], atol=1e-5)
     np.testing.assert_allclose(points, ref[2], atol=1e-2)
+
+
+def test_crop_caches_tell_the_border_retry_apart():
+    """Frames cropped with and without the retry differ, so their caches must not share a key."""
+    from fdrl.faces import BORDER_RETRY, FaceCropper
+
+    with_retry = FaceCropper("mtcnn_lite", 0.1)
+    assert BORDER_RETRY > 0 and with_retry.key == f"mtcnn_lite+border{BORDER_RETRY:g}:0.1:rot"
+    with_retry.detector.border_retry = 0
+    assert FaceCropper("opencv", 0.1).key == "opencv:0.1:rot" and with_retry.detector.key == "mtcnn_lite"

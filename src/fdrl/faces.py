@@ -246,6 +246,12 @@ class MTCNNLiteDetector:
         self.threshold, self.max_side, self.align = threshold, max_side, align
         self.border_retry = border_retry
 
+    @property
+    def key(self) -> str:
+        """Names what changes the crops, for caches of cropped frames (:class:`FaceCropper`); the plain name is the
+        key of caches made before the border retry existed."""
+        return f"{self.name}+border{self.border_retry:g}" if self.border_retry > 0 else self.name
+
     def detect(self, image: Image.Image) -> list[Face]:
         import numpy as np
 
@@ -310,7 +316,8 @@ class FaceCropper:
 
     def __init__(self, detector: str, margin: float = DEFAULT_MARGIN, try_rotations: bool = True) -> None:
         self.detector, self.margin, self.try_rotations = create_detector(detector), margin, try_rotations
-        self.key = f"{detector}:{margin}:{'rot' if try_rotations else 'upright'}"  # part of the cache fingerprint
+        found_by = getattr(self.detector, "key", detector)
+        self.key = f"{found_by}:{margin}:{'rot' if try_rotations else 'upright'}"  # part of the cache fingerprint
 
     def __call__(self, image: Image.Image) -> Image.Image:
         from PIL import Image
