@@ -14,6 +14,7 @@ detection besides the one hit on the face is a false face (each gets its own exp
     python benchmarks/detectors.py --detectors mtcnn_lite:20,mtcnn_lite:40   # smallest face searched, in px
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.4 --sizes 96   # and P-Net's threshold
     python benchmarks/detectors.py --detectors mtcnn_lite,mtcnn_lite:40:0.6:0  # without the border retry
+    python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.8      # a denser pyramid
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def main() -> None:
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
     p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
     p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite",
-                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B]] searches faces from N px "
-                        "(default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P and border retry B")
+                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B[:F]]] searches faces from N px "
+                        "(default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P, border retry B and pyramid "
+                        "factor F")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -117,12 +119,14 @@ def main() -> None:
     for name in args.detectors.split(","):
         try:
             base, *opts = name.split(":")
-            if base == "mtcnn_lite" and opts:  # mtcnn_lite:MIN_FACE[:PNET_THRESHOLD[:BORDER_RETRY]]
+            if base == "mtcnn_lite" and opts:  # mtcnn_lite:MIN_FACE[:PNET_THRESHOLD[:BORDER_RETRY[:FACTOR]]]
                 kw: dict = {"min_face_size": int(opts[0])}
                 if len(opts) > 1:
                     kw["thresholds"] = (float(opts[1]), *STAGE_THRESHOLDS[1:])
                 if len(opts) > 2:
                     kw["border_retry"] = float(opts[2])
+                if len(opts) > 3:
+                    kw["factor"] = float(opts[3])
                 det = MTCNNLiteDetector(**kw)
             else:
                 det = create_detector(name)
