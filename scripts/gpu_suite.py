@@ -19,10 +19,11 @@ accuracy; fp16, no optimiser state) in parts of at most 15 MiB, so a timeout sti
 What comes back from the device machine is at most 8 files, 16 MiB each, 2 folders deep: this script writes 7.
 
 Recipes (``--recipe``): ``scratch`` trains ResNet-18 from scratch (``configs/fer2013.yaml``, 48 px, small stem);
-``dlib`` fine-tunes dlib's face-recognition trunk (``configs/fer2013_dlib.yaml``, 112 px), the paper's setting of
-issue 11. The device machine has no network and no ``face_recognition_models`` package, so ``pack --trunk dlib``
-puts the trunk's weights into the pack as an fp16 torch state dict (~11 MB; the .dat's float32 would not fit the
-64 MiB that travels); each run loads it through ``model.pretrained_path``.
+``dlib`` fine-tunes dlib's face-recognition trunk (``configs/fer2013_dlib_long.yaml``: the shipped model's
+recipe, 112 px, scale-free balance target; the same configs as the CPU long pair), the paper's setting of issue 11.
+The device machine has no network and no ``face_recognition_models`` package, so ``pack --trunk dlib`` puts the
+trunk's weights into the pack as an fp16 torch state dict (~11 MB; the .dat's float32 would not fit the 64 MiB
+that travels); each run loads it through ``model.pretrained_path``.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ SPLIT_FOLDERS = {"train": "Training", "test": "PublicTest"}  # folder -> the onl
 RECIPES: dict[str, dict[str, Any]] = {
     "scratch": {"fdrl": "configs/fer2013.yaml", "baseline": "configs/fer2013_baseline.yaml", "size": 48,
                 "stem": "small"},
-    "dlib": {"fdrl": "configs/fer2013_dlib.yaml", "baseline": "configs/fer2013_dlib_baseline.yaml", "size": 112,
-             "stem": None, "trunk": "dlib"},
+    "dlib": {"fdrl": "configs/fer2013_dlib_long.yaml", "baseline": "configs/fer2013_dlib_long_baseline.yaml",
+             "size": 112, "stem": None, "trunk": "dlib"},
 }
 TRUNK_FILES = {"dlib": "dlib_resnet29_fp16.pt"}  # pack --trunk NAME writes this file beside the archive
 WEIGHTS_DIR = "src/fdrl/weights"
