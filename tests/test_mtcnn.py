@@ -85,6 +85,7 @@ def test_nms_equals_the_greedy_loop_on_crowded_boxes(mode, block):
     assert kept == _greedy_nms(boxes, scores, 0.5, mode)
     assert 10 < len(kept) < 140  # the boxes really crowd each other
 
+
 def test_no_faces_on_blank_or_noise_images():
     det = create_detector("mtcnn_lite")
     rng = np.random.default_rng(0)

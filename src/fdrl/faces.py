@@ -94,6 +94,21 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
+def _cascade_faces(boxes: np.ndarray, probs: np.ndarray, points: np.ndarray, threshold: float, align: bool,
+                   width: int, height: int) -> list[Face]:
+    """MTCNN's outputs in the photo's pixels (``x0, y0, x1, y1`` boxes, probabilities, five landmarks, eyes first)
+    -> the faces at or above ``threshold``, clipped to the ``width`` x ``height`` photo, largest first."""
+    faces = []
+    for (x0, y0, x1, y1), p, pts in zip(boxes, probs, points, strict=True):
+        box = _clip_box(x0, y0, x1 - x0, y1 - y0, width, height)
+        if p < threshold or box[2] <= 0 or box[3] <= 0:
+            continue
+        eyes = plausible_eyes(pts[0], pts[1], box[2], box[3]) if align else None
+        faces.append(Face(box=box, score=float(p), eyes=eyes))
+    faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
+    return faces
+
+
 def _downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """Detect on a downscaled copy of huge photos; returns the copy and its scale."""
     import cv2
@@ -197,17 +212,7 @@ class MTCNNDetector:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         probs = np.asarray(probs, dtype=np.float64).reshape(-1)
         points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
-        faces = []
-        for (x0, y0, x1, y1), p, pts in zip(boxes, probs, points, strict=True):
-            if p < self.threshold:
-                continue
-            box = _clip_box(x0, y0, x1 - x0, y1 - y0, image.width, image.height)
-            if box[2] <= 0 or box[3] <= 0:
-                continue
-            eyes = plausible_eyes(pts[0], pts[1], box[2], box[3]) if self.align else None
-            faces.append(Face(box=box, score=float(p), eyes=eyes))
-        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
-        return faces
+        return _cascade_faces(boxes, probs, points, self.threshold, self.align, image.width, image.height)
 
 
 STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # mtcnn_lite: P-Net, R-Net, O-Net probabilities to pass each stage
@@ -262,21 +267,14 @@ class MTCNNLiteDetector:
             border = max(1, int(round(self.border_retry * min(small.shape[:2]))))
             framed = np.pad(small, ((border, border), (border, border), (0, 0)), constant_values=128)
             faces = self._faces(framed, border, scale, rgb.shape[1], rgb.shape[0])
-        faces.sort(key=lambda f: (-f.box[2] * f.box[3]))
         return faces
 
     def _faces(self, pixels: np.ndarray, border: int, scale: float, width: int, height: int) -> list[Face]:
         """Faces found in ``pixels`` (the photo scaled by ``scale`` inside ``border`` px of frame), as boxes and
         eyes in the photo's own pixels."""
         boxes, probs, points = self.net.detect(pixels)
-        faces = []
-        for (x0, y0, x1, y1), p, pts in zip((boxes - border) / scale, probs, (points - border) / scale, strict=True):
-            box = _clip_box(x0, y0, x1 - x0, y1 - y0, width, height)
-            if p < self.threshold or box[2] <= 0 or box[3] <= 0:
-                continue
-            eyes = plausible_eyes(pts[0], pts[1], box[2], box[3]) if self.align else None
-            faces.append(Face(box=box, score=float(p), eyes=eyes))
-        return faces
+        return _cascade_faces((boxes - border) / scale, probs, (points - border) / scale, self.threshold,
+                              self.align, width, height)
 
 
 # name -> builder(device); the order is the order of ``--detector`` choices. Optional backends import their
