@@ -29,7 +29,7 @@ def main() -> None:
     from PIL import Image
 
     import fdrl
-    from fdrl.faces import MTCNNLiteDetector
+    from fdrl.faces import MTCNNLiteDetector, create_detector
 
     torch.set_num_threads(args.threads)
     root = Path(args.root) / "test"
@@ -44,7 +44,11 @@ def main() -> None:
     if not items:
         raise SystemExit(f"no PublicTest_*.jpg under {root}")
 
-    def run(rec: fdrl.Recognizer, name: str, photos: list) -> set[str]:
+    rec = fdrl.Recognizer(model=args.model, tta=args.tta)  # the model loads once; the arms swap its detector
+    whole, retry, plain = create_detector("none"), rec.detector, MTCNNLiteDetector(border_retry=0)
+
+    def run(detector, name: str, photos: list) -> set[str]:
+        rec.detector = detector
         largest: dict[str, tuple[int, str]] = {}
         for f in rec.predict_images(photos).faces:
             if f.image_id not in largest or f.box[2] * f.box[3] > largest[f.image_id][0]:
@@ -54,16 +58,12 @@ def main() -> None:
               f"{right / len(photos):14.2%}")
         return set(largest)
 
-    whole = fdrl.Recognizer(model=args.model, detector="none", tta=args.tta)
-    retry = fdrl.Recognizer(model=args.model, tta=args.tta)
-    plain = fdrl.Recognizer(model=args.model, tta=args.tta)
-    plain.detector = MTCNNLiteDetector(border_retry=0)
     print(f"{len(items)} FER2013 PublicTest faces filling {args.side}x{args.side} photos; model "
-          f"{Path(whole.checkpoint).name}, tta {args.tta}, detector {retry.detector.name}")
+          f"{Path(rec.checkpoint).name}, tta {args.tta}, detector {retry.name}")
     print(f"{'arm':32s} {'photos':>7s} {'with a face':>13s} {'acc. on those':>12s} {'right of all':>14s}")
     run(whole, "detector none (whole photo)", items)
-    found = run(retry, f"{retry.detector.name} (border retry)", items)
-    found_plain = run(plain, f"{retry.detector.name}, no retry", items)
+    found = run(retry, f"{retry.name} (border retry)", items)
+    found_plain = run(plain, f"{retry.name}, no retry", items)
     extra = [(i, im) for i, im in items if i in found - found_plain]
     if extra:
         print(f"the {len(extra)} faces only the retry finds:")
