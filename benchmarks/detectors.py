@@ -15,6 +15,9 @@ detection besides the one hit on the face is a false face (each gets its own exp
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.4 --sizes 96   # and P-Net's threshold
     python benchmarks/detectors.py --detectors mtcnn_lite,mtcnn_lite:40:0.6:0  # without the border retry
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.8      # a denser pyramid
+    python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:0  # no search for tilted faces
+    python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:30:64  # turned 30 deg, faces >= 64 px
+    python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:45:96:off  # P-Net 0.6 on every level
 """
 
 from __future__ import annotations
@@ -90,10 +93,11 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=20)
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
     p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
-    p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite",
-                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B[:F]]] searches faces from N px "
-                        "(default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P, border retry B and pyramid "
-                        "factor F")
+    p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite,mtcnn_lite_tilted",
+                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B[:F[:T[:TN[:LW/LP]]]]]] searches faces "
+                        "from N px (default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P, border retry B, pyramid "
+                        "factor F, tilted faces from TN px on the photo turned by +-T degrees, and P-Net threshold "
+                        "LP on windows of at least LW px (:LW/LP, or :off)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -119,14 +123,17 @@ def main() -> None:
     for name in args.detectors.split(","):
         try:
             base, *opts = name.split(":")
-            if base == "mtcnn_lite" and opts:  # mtcnn_lite:MIN_FACE[:PNET_THRESHOLD[:BORDER_RETRY[:FACTOR]]]
+            if base == "mtcnn_lite" and opts:  # see --detectors' help for the fields
                 kw: dict = {"min_face_size": int(opts[0])}
                 if len(opts) > 1:
                     kw["thresholds"] = (float(opts[1]), *STAGE_THRESHOLDS[1:])
-                if len(opts) > 2:
-                    kw["border_retry"] = float(opts[2])
-                if len(opts) > 3:
-                    kw["factor"] = float(opts[3])
+                for key, value in zip(("border_retry", "factor", "turn_angle"), opts[2:5], strict=False):
+                    kw[key] = float(value)
+                if len(opts) > 5:
+                    kw["turn_min_face"] = int(opts[5])
+                if len(opts) > 6:  # P-Net's threshold on windows of at least W px: W/P, or "off"
+                    kw["large_windows"] = None if opts[6] == "off" else (int(opts[6].split("/")[0]),
+                                                                          float(opts[6].split("/")[1]))
                 det = MTCNNLiteDetector(**kw)
             else:
                 det = create_detector(name)

@@ -252,11 +252,98 @@ def test_channels_last_nets_give_the_nchw_results(monkeypatch):
     np.testing.assert_allclose(points, ref[2], atol=1e-2)
 
 
-def test_crop_caches_tell_the_border_retry_apart():
-    """Frames cropped with and without the retry differ, so their caches must not share a key."""
-    from fdrl.faces import BORDER_RETRY, FaceCropper
+def test_crop_caches_tell_the_detector_settings_apart():
+    """Frames cropped with and without the retry, the coarse-level threshold or the tilted search differ, so their
+    caches must not share a key; the plain name stays the key of caches made before any of them."""
+    from fdrl.faces import BORDER_RETRY, LARGE_WINDOWS, TURN_ANGLE, TURN_MIN_FACE, FaceCropper
 
-    with_retry = FaceCropper("mtcnn_lite", 0.1)
-    assert BORDER_RETRY > 0 and with_retry.key == f"mtcnn_lite+border{BORDER_RETRY:g}:0.1:rot"
-    with_retry.detector.border_retry = 0
-    assert FaceCropper("opencv", 0.1).key == "opencv:0.1:rot" and with_retry.detector.key == "mtcnn_lite"
+    cropper = FaceCropper("mtcnn_lite", 0.1)
+    det = cropper.detector
+    assert BORDER_RETRY > 0 and LARGE_WINDOWS is not None and det.turn_angle == 0
+    assert cropper.key == f"{det.key}:0.1:rot"
+    large = "+large{}@{:g}".format(*LARGE_WINDOWS)
+    assert det.key == f"mtcnn_lite+border{BORDER_RETRY:g}{large}"
+    tilted = FaceCropper("mtcnn_lite_tilted", 0.1).detector
+    assert tilted.name == "mtcnn_lite_tilted" and tilted.turn_angle == TURN_ANGLE > 0
+    assert tilted.key == f"mtcnn_lite_tilted+border{BORDER_RETRY:g}{large}+turn{TURN_ANGLE:g}@{TURN_MIN_FACE}"
+    tilted.turn_min_face = 64
+    assert tilted.key.endswith("@64")
+    det.net.large_windows = None
+    assert det.key == f"mtcnn_lite+border{BORDER_RETRY:g}"
+    det.border_retry = 0
+    assert FaceCropper("opencv", 0.1).key == "opencv:0.1:rot" and det.key == "mtcnn_lite"
+
+
+def test_large_window_threshold_applies_to_coarse_levels_only():
+    """P-Net's second threshold holds on levels whose windows are at least the given side: beyond the largest
+    window it changes nothing, below the smallest it is the threshold everywhere."""
+    rng = np.random.default_rng(0)
+    pixels = np.asarray(Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).resize((300, 200)))
+    plain = MTCNN(min_face_size=40)._propose(pixels, 40)
+    assert len(plain) > 0
+    never = MTCNN(min_face_size=40, large_windows=(10_000, 0.2))._propose(pixels, 40)
+    torch.testing.assert_close(never, plain)
+    low = MTCNN(min_face_size=40, thresholds=(0.2, 0.7, 0.7))._propose(pixels, 40)
+    everywhere = MTCNN(min_face_size=40, large_windows=(40, 0.2))._propose(pixels, 40)
+    torch.testing.assert_close(everywhere, low)
+    coarse = MTCNN(min_face_size=40, large_windows=(80, 0.2))._propose(pixels, 40)
+    assert len(plain) < len(coarse) < len(low)
+    assert (coarse[:, 2] - coarse[:, 0])[~torch.isin(coarse[:, 0], plain[:, 0])].min() > 40
+
+
+@pytest.mark.parametrize("angle", [45.0, -45.0, 30.0])
+def test_turned_copy_maps_back_to_the_photo(angle):
+    """A marker pixel of the photo, found in the turned copy, maps back to where it was; the copy holds the whole
+    photo (no corner cut off) and its new canvas is grey."""
+    from fdrl.faces import _apply, _turn
+
+    photo = np.zeros((90, 160, 3), np.uint8)
+    for x, y in ((1, 1), (158, 88), (37, 61)):
+        marked = photo.copy()
+        marked[y - 1:y + 2, x - 1:x + 2, 0] = 255  # red on black; the new canvas is grey (red - green = 0)
+        turned, back = _turn(marked, angle)
+        redness = turned[..., 0].astype(float) - turned[..., 1]
+        ty, tx = np.unravel_index(redness.argmax(), turned.shape[:2])
+        np.testing.assert_allclose(_apply(back, np.array([tx, ty], float)), (x, y), atol=1.0)
+    turned, _ = _turn(photo, angle)
+    assert turned[0, 0].tolist() == [128, 128, 128] and turned.shape[2] == 3
+
+
+@pytest.mark.data
+def test_tilted_faces_are_found_with_eyes_that_level_the_crop():
+    """Real faces turned 50 degrees, which upright MTCNN misses or finds without eyes, are found by the search on
+    the turned photo: one box per face, centred on it, with eyes whose line is tilted as the face is (so crop_face
+    turns it upright); upright faces are not found twice."""
+    import math
+
+    tilt = 50.0
+    faces = _fer_faces(5, start=40)
+    side, step = 160, 240
+    canvas = Image.new("RGB", (step * len(faces), 320), (128, 140, 150))
+    centres = []
+    for i, face in enumerate(faces):
+        turned = face.resize((side, side), Image.BICUBIC).rotate(tilt, resample=Image.BICUBIC, expand=True,
+                                                                  fillcolor=(128, 140, 150))
+        x, y = i * step + (step - turned.width) // 2, (320 - turned.height) // 2
+        canvas.paste(turned, (x, y))
+        centres.append((x + turned.width / 2, y + turned.height / 2))
+    upright_only = MTCNNLiteDetector(border_retry=0)
+    det = MTCNNLiteDetector(border_retry=0, turn_angle=45)
+    found = det.detect(canvas)
+    upright = upright_only.detect(canvas)
+    assert len(upright) < len(found) and sum(f.eyes is not None for f in upright) < len(faces) - 2
+    assert 4 <= len(found) <= len(faces)
+    hits = set()
+    for f in found:
+        x, y, w, h = f.box
+        (i,) = [i for i, (cx, cy) in enumerate(centres) if abs(x + w / 2 - cx) < 0.2 * side
+                and abs(y + h / 2 - cy) < 0.2 * side]
+        hits.add(i)
+        assert 0.6 * side < w < 1.4 * side
+        assert f.eyes is not None
+        (lx, ly), (rx, ry) = f.eyes
+        # PIL turns counter-clockwise, so in image coordinates (y down) the eye line falls by `tilt` degrees.
+        assert abs(math.degrees(math.atan2(ry - ly, rx - lx)) + tilt) < 15
+    assert len(hits) == len(found)
+    photo, boxes = _photo(_fer_faces(4, start=3), 120)
+    assert len(det.detect(photo)) == len(upright_only.detect(photo)) == len(boxes)

@@ -176,36 +176,44 @@ class MTCNN(nn.Module):
     """The three-stage cascade on one RGB image; ``min_face_size`` in pixels sets the pyramid's first scale."""
 
     def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, pad: bool = False, weights: str | Path = WEIGHTS) -> None:
+                 factor: float = 0.709, pad: bool = False, weights: str | Path = WEIGHTS,
+                 large_windows: tuple[int, float] | None = None) -> None:
+        """``large_windows=(side, threshold)``: P-Net's threshold on the pyramid levels whose windows are at
+        least ``side`` px of the input (coarse levels have few windows, so a lower threshold there costs little);
+        None: ``thresholds[0]`` everywhere, as the reference."""
         super().__init__()
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         state = torch.load(weights, map_location="cpu", weights_only=True)
         for name in NETS:
             getattr(self, name).load_state_dict(state[name])
         self.min_face_size, self.thresholds, self.factor, self.pad = min_face_size, thresholds, factor, pad
+        self.large_windows = large_windows
         # Channels-last convolutions and max-pools: 70 -> 38 ms per 1280x720 photo on 2 idle cores, same boxes
         # within 2.5e-4 px (the 2x2 ceil-mode max-pool alone is 4x faster than in NCHW).
         self.to(memory_format=torch.channels_last)
         self.eval()
 
-    def _scales(self, h: int, w: int) -> list[float]:
-        scale, side, scales = 12.0 / self.min_face_size, min(h, w) * 12.0 / self.min_face_size, []
+    def _scales(self, h: int, w: int, min_face_size: int) -> list[float]:
+        scale, side, scales = 12.0 / min_face_size, min(h, w) * 12.0 / min_face_size, []
         while side >= 12:
             scales.append(scale)
             scale, side = scale * self.factor, side * self.factor
         return scales
 
-    def _propose(self, image: np.ndarray) -> torch.Tensor:
+    def _propose(self, image: np.ndarray, min_face_size: int) -> torch.Tensor:
         """Stage 1: P-Net windows over the pyramid, as rows ``x0, y0, x1, y1, score``. The pyramid is resized
         from the uint8 photo (about 3x faster than from float pixels; the levels round to whole grey values)."""
         h, w = image.shape[:2]
         found = []
         level = image
-        for scale in self._scales(h, w):
+        for scale in self._scales(h, w, min_face_size):
             size = (int(w * scale + 1), int(h * scale + 1))
             level = cv2.resize(level, size, interpolation=cv2.INTER_LINEAR)  # each level from the one before
             reg, prob = self.pnet(_normalise(level))
-            cells = (prob[0, 1] >= self.thresholds[0]).nonzero()
+            threshold = self.thresholds[0]
+            if self.large_windows is not None and 12.0 / scale >= self.large_windows[0]:
+                threshold = self.large_windows[1]
+            cells = (prob[0, 1] >= threshold).nonzero()
             if not len(cells):
                 continue
             score = prob[0, 1][cells[:, 0], cells[:, 1]]
@@ -224,15 +232,33 @@ class MTCNN(nn.Module):
         return torch.cat([_square(boxes), rows[:, 4:5]], 1)
 
     @torch.inference_mode()
-    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rescore(self, rgb: np.ndarray, centres: np.ndarray, sides: np.ndarray, angles: np.ndarray) -> np.ndarray:
+        """O-Net's face probabilities ``(N,)`` for square crops of an ``(H, W, 3)`` uint8 RGB array around
+        ``centres`` ``(N, 2)``, ``sides`` ``(N,)`` px wide, each cut after turning the image by ``angles`` degrees
+        (counter-clockwise, as OpenCV) about its centre; grey where a crop leaves the image. For checking a
+        face in the frame of its own eyes."""
+        crops = []
+        for (cx, cy), side, angle in zip(centres, sides, angles, strict=True):
+            n = max(2, int(round(side)))
+            matrix = cv2.getRotationMatrix2D((float(cx), float(cy)), float(angle), 1.0)
+            matrix[:, 2] += n / 2 - cx, n / 2 - cy
+            crop = cv2.warpAffine(rgb, matrix, (n, n), flags=cv2.INTER_LINEAR, borderValue=(128, 128, 128))
+            crops.append(cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA))
+        if not crops:
+            return np.zeros(0)
+        return self.onet(_normalise(crops))[2][:, 1].double().numpy()
+
+    @torch.inference_mode()
+    def detect(self, rgb: np.ndarray, min_face_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``(N, 4)`` as x0, y0, x1, y1, probabilities ``(N,)`` and landmarks ``(N, 5, 2)`` (x, y) of an
-        ``(H, W, 3)`` uint8 RGB array; the eyes are landmarks 0 and 1."""
+        ``(H, W, 3)`` uint8 RGB array; the eyes are landmarks 0 and 1. ``min_face_size`` overrides the
+        smallest face searched (px) for this call."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"MTCNN expects an (H, W, 3) RGB array, got shape {rgb.shape}")
         pixels = np.ascontiguousarray(rgb, dtype=np.uint8)
         image = pixels.astype(np.float32)
         empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
-        boxes = self._propose(pixels)
+        boxes = self._propose(pixels, min_face_size or self.min_face_size)
         if not len(boxes):
             return empty
         # Stage 2: R-Net rescoring and refinement.
