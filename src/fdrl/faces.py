@@ -219,7 +219,7 @@ STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # mtcnn_lite: P-Net, R-Net, O-Net probabilit
 FACE_THRESHOLD = 0.7  # mtcnn_lite: final face probability (benchmarks/detectors.py: recall 91.7% -> 93.3% vs 0.9)
 # mtcnn_lite: P-Net's threshold on pyramid levels whose 12 px windows stand for at least 64 px of the searched
 # photo. These coarse levels have few windows, so letting more through costs little time, and R-Net and O-Net still
-# decide (benchmarks/detectors.py, README "Tilted faces"). None: STAGE_THRESHOLDS[0] on every level.
+# decide (README "Coarse pyramid levels and tilted faces"). None: STAGE_THRESHOLDS[0] on every level.
 LARGE_WINDOWS: tuple[int, float] | None = (64, 0.3)
 # mtcnn_lite: smallest face searched, in px of the (at most max_side wide) photo. 40 instead of MTCNN's usual 20
 # halves the time per photo (the pyramid's finest level is 4x smaller) and found as many pasted faces (93.3 %;
@@ -240,7 +240,7 @@ BORDER_RETRY = 0.25
 # by +-TURN_ANGLE degrees, for faces of at least TURN_MIN_FACE px (on a copy where they are 48 px, O-Net's input); a
 # find whose centre lies in an upright face is dropped (lending its eyes where that face has none), and its eyes,
 # mapped back, level the crop. Not the default: the turned photos are 2.2x the area of a 16:9 photo, so a 1280x720
-# photo takes about 2.5x as long (README "Tilted faces", benchmarks/detectors.py).
+# photo takes about 2.5x as long (README "Coarse pyramid levels and tilted faces").
 TURN_ANGLE = 45.0
 TURN_MIN_FACE = 96
 
