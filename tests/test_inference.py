@@ -238,12 +238,12 @@ def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys
     actions = [a for a in options(build_parser()) if a.dest in ("detector", "face_detector")]
     # eval, explain, data check, prepare, predict, serve
     assert len(actions) == 6 and all(a.choices is DETECTORS for a in actions)
-    assert list(DETECTORS) == ["opencv", "dlib", "mtcnn", "mtcnn_lite", "none"]
+    assert list(DETECTORS) == ["opencv", "dlib", "mtcnn", "mtcnn_lite", "mtcnn_lite_tilted", "none"]
     for name in DETECTORS:
         assert load_config(None, [f"data.preprocessing.face_detector={name}"]).data.preprocessing.face_detector == name
     with pytest.raises(ConfigError, match="face_detector: unknown detector 'haar'"):
         load_config(None, ["data.preprocessing.face_detector=haar"])
-    with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, mtcnn_lite, none"):
+    with pytest.raises(DetectorError, match="available: opencv, dlib, mtcnn, mtcnn_lite, mtcnn_lite_tilted, none"):
         create_detector("haar")
     with pytest.raises(KeyError):  # also a KeyError and an UnknownNameError, for callers' habits
         create_detector("haar")
