@@ -268,6 +268,8 @@ def test_crop_caches_tell_the_detector_settings_apart():
     assert tilted.key == f"mtcnn_lite_tilted+border{BORDER_RETRY:g}{large}+turn{TURN_ANGLE:g}@{TURN_MIN_FACE}"
     tilted.turn_min_face = 64
     assert tilted.key.endswith("@64")
+    tilted.turn_angle = 0  # the name follows the setting
+    assert tilted.name == "mtcnn_lite" and "turn" not in tilted.key
     det.net.large_windows = None
     assert det.key == f"mtcnn_lite+border{BORDER_RETRY:g}"
     det.border_retry = 0

@@ -252,8 +252,6 @@ class MTCNNLiteDetector:
     from passing for faces; the thresholds were chosen with ``benchmarks/detectors.py`` (README). ``turn_angle``
     > 0 also searches the photo turned by that many degrees either way (``mtcnn_lite_tilted``)."""
 
-    name = "mtcnn_lite"
-
     def __init__(self, min_face_size: int = MIN_FACE_SIZE, thresholds: tuple[float, float, float] = STAGE_THRESHOLDS,
                  threshold: float = FACE_THRESHOLD, pad: bool = True, max_side: int = 1280,
                  align: bool = True, factor: float = PYRAMID_FACTOR, border_retry: float = BORDER_RETRY,
@@ -265,8 +263,11 @@ class MTCNNLiteDetector:
                          large_windows=large_windows)
         self.threshold, self.max_side, self.align = threshold, max_side, align
         self.border_retry, self.turn_angle, self.turn_min_face = border_retry, turn_angle, turn_min_face
-        if turn_angle > 0:
-            self.name = "mtcnn_lite_tilted"
+
+    @property
+    def name(self) -> str:
+        """The registry name these settings answer to: the tilted search is ``mtcnn_lite_tilted``."""
+        return "mtcnn_lite_tilted" if self.turn_angle > 0 else "mtcnn_lite"
 
     @property
     def key(self) -> str:
