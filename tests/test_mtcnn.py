@@ -349,3 +349,46 @@ def test_tilted_faces_are_found_with_eyes_that_level_the_crop():
     assert len(hits) == len(found)
     photo, boxes = _photo(_fer_faces(4, start=3), 120)
     assert len(det.detect(photo)) == len(upright_only.detect(photo)) == len(boxes)
+
+
+@pytest.mark.data
+def test_keep_filters_proposals_by_their_centre_in_input_pixels():
+    """``keep`` sees P-Net's proposals' centres in the input's pixels: dropping the right half's proposals loses
+    exactly the faces there and leaves the others as they were; keeping all changes nothing."""
+    photo, boxes = _photo(_fer_faces(4, start=3), 120)
+    pixels = np.asarray(photo)
+    net = MTCNN(pad=True)
+    full = net.detect(pixels)
+    seen = []
+
+    def left(centres):
+        seen.append(centres)
+        return centres[:, 0] < photo.width / 2
+
+    half = net.detect(pixels, keep=left)
+    assert len(full[0]) == len(boxes) and seen and seen[0].shape[1] == 2
+    assert ((seen[0] >= 0) & (seen[0] <= (photo.width, photo.height))).all()
+    on_left = (full[0][:, 0] + full[0][:, 2]) / 2 < photo.width / 2
+    assert 0 < on_left.sum() < len(boxes)
+    np.testing.assert_allclose(half[0], full[0][on_left], atol=1e-4)
+    for a, b in zip(net.detect(pixels, keep=lambda c: np.ones(len(c), bool)), full, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.data
+def test_turned_search_skips_faces_found_upright(monkeypatch):
+    """The turned search sends fewer proposals to R-Net when upright faces with eyes are known (their finds would be
+    dropped anyway), and finds the same faces as without the skip."""
+    from fdrl import mtcnn
+
+    photo, _ = _photo(_fer_faces(4, start=3), 120)
+    det = MTCNNLiteDetector(border_retry=0, turn_angle=45)
+    rows = []
+    forward = mtcnn.RNet.forward
+    monkeypatch.setattr(mtcnn.RNet, "forward", lambda self, x: (rows.append(len(x)), forward(self, x))[1])
+    skipped = det.detect(photo)
+    with_skip, rows[:] = sum(rows), []
+    tilted = det._tilted
+    monkeypatch.setattr(det, "_tilted", lambda pixels, border, scale, known=(): tilted(pixels, border, scale, []))
+    assert [f.box for f in det.detect(photo)] == [f.box for f in skipped] and len(skipped) == 4
+    assert with_skip < sum(rows)
