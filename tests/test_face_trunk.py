@@ -92,7 +92,7 @@ def test_input_size_below_the_trunks_minimum_is_refused_naming_the_key():
         load_config(None, [*TINY, "model.freeze=half"])
 
 
-@pytest.mark.parametrize("name", ["fer2013_dlib", "ferplus_dlib"])
+@pytest.mark.parametrize("name", ["fer2013_dlib", "ferplus_dlib", "fer2013_dlib_long", "ferplus_dlib_long"])
 def test_dlib_configs_record_dlibs_preprocessing_and_differ_only_in_the_model(name):
     fd, base = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}_baseline.yaml")
     assert fd.data.test_split is None and fd.data.val_split == "val"  # select on the official val half only
