@@ -23,7 +23,7 @@ in :data:`DETECTORS`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .errors import DetectorError, ImageReadError, UnknownDetectorError, unknown_name
@@ -314,7 +314,7 @@ class MTCNNLiteDetector:
             faces.sort(key=lambda f: -f.box[2] * f.box[3])
         return faces
 
-    def _tilted(self, pixels: np.ndarray, border: int, scale: float, known: list[np.ndarray] = ()) -> list[tuple]:
+    def _tilted(self, pixels: np.ndarray, border: int, scale: float, known: Sequence[np.ndarray] = ()) -> list[tuple]:
         """Faces found on copies of ``pixels`` turned by +-``turn_angle``, most probable first, as
         ``(probability, centre x, centre y, side, eyes)`` in the photo's pixels. Only finds with a plausible eye
         pair count, and only when O-Net, shown the crop levelled by those eyes, agrees it is a face: on real
@@ -330,7 +330,7 @@ class MTCNNLiteDetector:
         for angle in (self.turn_angle, -self.turn_angle):
             turned, back = _turn(copy, angle)
 
-            def new(centres: np.ndarray, back: np.ndarray = back) -> np.ndarray:
+            def unseen(centres: np.ndarray, back: np.ndarray = back) -> np.ndarray:
                 x, y = (_apply(back, centres) / shrink).T
                 inside = np.zeros(len(centres), dtype=bool)
                 for bx, by, bw, bh in known:
@@ -338,7 +338,7 @@ class MTCNNLiteDetector:
                 return ~inside
 
             boxes, probs, points = self.net.detect(turned, min_face_size=max(12, round(self.turn_min_face * shrink)),
-                                                   keep=new)
+                                                   keep=unseen)
             for box, p, pts in zip(boxes, probs, points, strict=True):
                 (x0, y0, x1, y1), eyes = box, plausible_eyes(pts[0], pts[1], box[2] - box[0], box[3] - box[1])
                 if p >= self.threshold and eyes is not None:
