@@ -352,9 +352,9 @@ def test_tilted_faces_are_found_with_eyes_that_level_the_crop():
 
 
 @pytest.mark.data
-def test_keep_filters_proposals_by_their_centre_in_input_pixels():
-    """``keep`` sees P-Net's proposals' centres in the input's pixels: dropping the right half's proposals loses
-    exactly the faces there and leaves the others as they were; keeping all changes nothing."""
+def test_keep_proposals_filters_by_their_centre_in_input_pixels():
+    """``keep_proposals`` sees P-Net's proposals' centres in the input's pixels: dropping the right half's proposals
+    loses exactly the faces there and leaves the others as they were; keeping all changes nothing."""
     photo, boxes = _photo(_fer_faces(4, start=3), 120)
     pixels = np.asarray(photo)
     net = MTCNN(pad=True)
@@ -365,13 +365,13 @@ def test_keep_filters_proposals_by_their_centre_in_input_pixels():
         seen.append(centres)
         return centres[:, 0] < photo.width / 2
 
-    half = net.detect(pixels, keep=left)
+    half = net.detect(pixels, keep_proposals=left)
     assert len(full[0]) == len(boxes) and seen and seen[0].shape[1] == 2
     assert ((seen[0] >= 0) & (seen[0] <= (photo.width, photo.height))).all()
     on_left = (full[0][:, 0] + full[0][:, 2]) / 2 < photo.width / 2
     assert 0 < on_left.sum() < len(boxes)
     np.testing.assert_allclose(half[0], full[0][on_left], atol=1e-4)
-    for a, b in zip(net.detect(pixels, keep=lambda c: np.ones(len(c), bool)), full, strict=True):
+    for a, b in zip(net.detect(pixels, keep_proposals=lambda c: np.ones(len(c), bool)), full, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -338,7 +338,7 @@ class MTCNNLiteDetector:
                 return ~inside
 
             boxes, probs, points = self.net.detect(turned, min_face_size=max(12, round(self.turn_min_face * shrink)),
-                                                   keep=unseen)
+                                                   keep_proposals=unseen)
             for box, p, pts in zip(boxes, probs, points, strict=True):
                 (x0, y0, x1, y1), eyes = box, plausible_eyes(pts[0], pts[1], box[2] - box[0], box[3] - box[1])
                 if p >= self.threshold and eyes is not None:

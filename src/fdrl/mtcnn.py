@@ -253,20 +253,21 @@ class MTCNN(nn.Module):
 
     @torch.inference_mode()
     def detect(self, rgb: np.ndarray, min_face_size: int | None = None,
-               keep: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               keep_proposals: Callable[[np.ndarray], np.ndarray] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``(N, 4)`` as x0, y0, x1, y1, probabilities ``(N,)`` and landmarks ``(N, 5, 2)`` (x, y) of an
         ``(H, W, 3)`` uint8 RGB array; the eyes are landmarks 0 and 1. ``min_face_size`` overrides the
-        smallest face searched (px) for this call. ``keep`` maps P-Net's proposals' centres ``(N, 2)`` (x, y in
-        pixels of ``rgb``) to booleans; the others are dropped before R-Net (for places searched already: R-Net
-        and O-Net cost about as much as P-Net, per proposal)."""
+        smallest face searched (px) for this call. ``keep_proposals`` maps P-Net's proposals' centres ``(N, 2)``
+        (x, y in pixels of ``rgb``) to booleans, and the others are dropped before R-Net: R-Net's and O-Net's cost
+        grows with the proposals, so a search can leave out places it has settled already."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"MTCNN expects an (H, W, 3) RGB array, got shape {rgb.shape}")
         pixels = np.ascontiguousarray(rgb, dtype=np.uint8)
         empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
         boxes = self._propose(pixels, min_face_size or self.min_face_size)
-        if len(boxes) and keep is not None:
+        if len(boxes) and keep_proposals is not None:
             centres = ((boxes[:, :2] + boxes[:, 2:4]) / 2).double().numpy()
-            boxes = boxes[torch.from_numpy(np.asarray(keep(centres), dtype=bool))]
+            boxes = boxes[torch.from_numpy(np.asarray(keep_proposals(centres), dtype=bool))]
         if not len(boxes):
             return empty
         # Stage 2: R-Net rescoring and refinement.
