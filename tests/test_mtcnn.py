@@ -55,6 +55,17 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     assert nms(boxes[:0], scores[:0], 0.5).numel() == 0
 
 
+def test_nms_lets_an_empty_box_suppress_its_twin_without_warnings():
+    """Two zero-area boxes at one place: their overlap ratio is 0/0, which (as a NaN compare in the torch code it
+    replaced) suppresses the weaker one; the numpy division must not warn either."""
+    import warnings
+
+    boxes = torch.tensor([[5, 5, 5, 5], [5, 5, 5, 5], [20, 20, 30, 30]], dtype=torch.float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 2]
+
+
 def _greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str) -> list[int]:
     """The textbook loop, one kept box at a time: what the blocked matrix NMS must reproduce exactly."""
     one = 1.0 if mode == "min" else 0.0
