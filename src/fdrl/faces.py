@@ -241,7 +241,7 @@ BORDER_RETRY = 0.25
 # find whose centre lies in an upright face is dropped (lending its eyes where that face has none), and its eyes,
 # mapped back, level the crop; proposals centred in upright faces with eyes skip R-Net and O-Net (their finds
 # would be dropped). Not the default: the turned photos are 2.2x the area of a 16:9 photo, and a 1280x720 photo
-# takes about 71 ms instead of 40-50 (README "Coarse pyramid levels and tilted faces").
+# takes 1.6-1.8x as long (71-95 ms instead of 45-58 on 2 cores; README "Coarse pyramid levels and tilted faces").
 TURN_ANGLE = 45.0
 TURN_MIN_FACE = 96
 
