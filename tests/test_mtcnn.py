@@ -53,6 +53,7 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     assert nms(boxes, scores, 0.5).tolist() == [1, 2, 3]  # IoU(0,1)=0.68 > 0.5; box 3 overlaps box 1 by 0.24
     assert nms(boxes, scores, 0.5, mode="min").tolist() == [1, 2]  # box 3 lies inside box 1 by its own area
     assert nms(boxes[:0], scores[:0], 0.5).numel() == 0
+    assert nms(boxes.requires_grad_(), scores, 0.5).tolist() == [1, 2, 3]  # outside inference mode too
 
 
 def test_nms_lets_an_empty_box_suppress_its_twin_without_warnings():

@@ -114,7 +114,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long)
     order = scores.argsort(descending=True)
-    ranked = boxes[order].numpy()
+    ranked = boxes[order].detach().cpu().numpy()
     kept: list[int] = []  # positions in ``order``
     for start in range(0, len(ranked), block):
         cand = ranked[start:start + block]
