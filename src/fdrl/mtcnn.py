@@ -167,8 +167,8 @@ def _crops(image: np.ndarray, boxes: torch.Tensor, size: int, pad: bool) -> tupl
         valid.append(y1 > y0 - 1 and x1 > x0 - 1)
         if not valid[-1]:
             continue
-        part = image[y0 - 1:y1, x0 - 1:x1].astype(np.float32)  # the reference crops float pixels
-        if pad:
+        part = image[y0 - 1:y1, x0 - 1:x1]
+        if pad and (x0 > bx0 or y0 > by0 or x1 < bx1 or y1 < by1):  # the box leaves the image
             part = cv2.copyMakeBorder(part, y0 - by0, by1 - y1, x0 - bx0, bx1 - x1, cv2.BORDER_CONSTANT, value=0)
         crops.append(cv2.resize(part, (size, size), interpolation=cv2.INTER_AREA))
     data = _normalise(crops) if crops else torch.zeros(0, 3, size, size)
@@ -271,7 +271,8 @@ class MTCNN(nn.Module):
         if not len(boxes):
             return empty
         # Stage 2: R-Net rescoring and refinement.
-        data, valid = _crops(pixels, boxes[:, :4], 24, self.pad)
+        image = pixels.astype(np.float32)  # the reference crops float pixels
+        data, valid = _crops(image, boxes[:, :4], 24, self.pad)
         boxes = boxes[valid]
         reg, prob = self.rnet(data)
         keep = prob[:, 1] > self.thresholds[1]
@@ -282,7 +283,7 @@ class MTCNN(nn.Module):
         if not len(boxes):
             return empty
         # Stage 3: O-Net rescoring, landmarks and final refinement.
-        data, valid = _crops(pixels, boxes[:, :4], 48, self.pad)
+        data, valid = _crops(image, boxes[:, :4], 48, self.pad)
         boxes = boxes[valid]
         reg, marks, prob = self.onet(data)
         keep = prob[:, 1] > self.thresholds[2]
