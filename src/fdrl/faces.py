@@ -219,7 +219,7 @@ STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # mtcnn_lite: P-Net, R-Net, O-Net probabilit
 FACE_THRESHOLD = 0.7  # mtcnn_lite: final face probability (benchmarks/detectors.py: recall 91.7% -> 93.3% vs 0.9)
 # mtcnn_lite: P-Net's threshold on pyramid levels whose 12 px windows stand for at least 64 px of the searched
 # photo. These coarse levels have few windows, so letting more through costs little time, and R-Net and O-Net still
-# decide (README "Coarse pyramid levels and tilted faces"). None: STAGE_THRESHOLDS[0] on every level.
+# decide (docs/detectors.md "Coarse pyramid levels and tilted faces"). None: STAGE_THRESHOLDS[0] on every level.
 LARGE_WINDOWS: tuple[int, float] | None = (64, 0.3)
 # mtcnn_lite: smallest face searched, in px of the (at most max_side wide) photo. 40 instead of MTCNN's usual 20
 # halves the time per photo (the pyramid's finest level is 4x smaller) and found as many pasted faces (93.3 %;
@@ -233,15 +233,16 @@ PYRAMID_FACTOR = 0.709
 # mtcnn_lite: when a photo shows no face, search it once more inside a grey border of this fraction of its short
 # side. MTCNN misses faces that fill the frame (close-ups, pre-cropped faces): its windows need the face's outline
 # and some context. On benchmarks/detectors.py's portraits (seeds 0-3, 1,600; half are FER2013 faces filling the
-# frame) the retry found 1,496 instead of 1,399, with no more false faces there or on 28 real photos (README:
-# an edge-replicated or a 15 % border found fewer); photos where a face is found cost nothing extra. 0: off.
+# frame) the retry found 1,496 instead of 1,399, with no more false faces there or on 28 real photos
+# (docs/detectors.md: an edge-replicated or a 15 % border found fewer); photos where a face is found cost nothing
+# extra. 0: off.
 BORDER_RETRY = 0.25
 # mtcnn_lite_tilted: MTCNN finds faces tilted up to about 30 degrees. This detector also searches the photo turned
 # by +-TURN_ANGLE degrees, for faces of at least TURN_MIN_FACE px (on a copy where they are 48 px, O-Net's input); a
 # find whose centre lies in an upright face is dropped (lending its eyes where that face has none), and its eyes,
 # mapped back, level the crop; proposals centred in upright faces with eyes skip R-Net and O-Net (their finds
 # would be dropped). Not the default: the turned photos are 2.2x the area of a 16:9 photo, and a 1280x720 photo
-# takes 1.6-1.8x as long (71-95 ms instead of 45-58 on 2 cores; README "Coarse pyramid levels and tilted faces").
+# takes 1.6-1.9x as long (79-85 ms instead of 44-50 on 2 cores; README "Benchmarks", docs/detectors.md).
 TURN_ANGLE = 45.0
 TURN_MIN_FACE = 96
 
@@ -250,8 +251,8 @@ class MTCNNLiteDetector:
     """MTCNN ported to the package (:mod:`fdrl.mtcnn`): no torchvision, weights shipped; eyes from its
     landmarks. Photos are searched on a copy at most ``max_side`` px wide, for faces from ``min_face_size`` px
     there. Crops cut by the image border are padded (``pad``), which keeps half-visible patterns at the border
-    from passing for faces; the thresholds were chosen with ``benchmarks/detectors.py`` (README). ``turn_angle``
-    > 0 also searches the photo turned by that many degrees either way (``mtcnn_lite_tilted``)."""
+    from passing for faces; the thresholds were chosen with ``benchmarks/detectors.py`` (docs/detectors.md).
+    ``turn_angle`` > 0 also searches the photo turned by that many degrees either way (``mtcnn_lite_tilted``)."""
 
     def __init__(self, min_face_size: int = MIN_FACE_SIZE, thresholds: tuple[float, float, float] = STAGE_THRESHOLDS,
                  threshold: float = FACE_THRESHOLD, pad: bool = True, max_side: int = 1280,
