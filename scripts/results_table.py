@@ -19,6 +19,19 @@ def pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
+def read_summary(path: Path) -> dict:
+    """A run's summary.json; a one-line error naming the file where it is missing or unreadable (a run writes it
+    only when it finishes, so a pair that is still training has none yet)."""
+    if not path.is_file():
+        raise SystemExit(f"results_table: {path} not found: the run has not finished (summary.json is written at "
+                         f"its end), or {path.parent.parent} is not a pair folder (expected baseline/ and fdrl/ "
+                         f"run folders in it)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"results_table: {path} is not a readable summary ({type(exc).__name__}: {exc})") from None
+
+
 def main(dirs: list[str]) -> None:
     print("| data set | model | epochs | selected | val acc | val mean-class | test acc | test mean-class "
           "| last-epoch test acc | train wall time | device |")
@@ -27,8 +40,10 @@ def main(dirs: list[str]) -> None:
         for variant in ("baseline", "fdrl"):
             f = Path(d) / variant / "summary.json"
             if not f.is_file():
+                print(f"results_table: skipped {f.parent}: no summary.json (not finished, or no such run)",
+                      file=sys.stderr)
                 continue
-            s = json.loads(f.read_text())
+            s = read_summary(f)
             sel = s[s["selected"]]
             test = s["config"]["data"]["test_split"]
             print(f"| {s['dataset']} ({test}) | {s['model_name']} | {s['epochs']} | {s['selected']} (epoch "
@@ -45,7 +60,7 @@ KEYS = (("test_accuracy", "test acc"), ("test_mean_class_accuracy", "test mean-c
 def seeds(dirs: list[str]) -> None:
     rows = []
     for d in dirs:
-        pair = {v: json.loads((Path(d) / v / "summary.json").read_text()) for v in ("baseline", "fdrl")}
+        pair = {v: read_summary(Path(d) / v / "summary.json") for v in ("baseline", "fdrl")}
         seed = {s["config"]["train"]["seed"] for s in pair.values()}
         if len(seed) != 1:
             raise SystemExit(f"{d}: the two runs of a pair have different seeds {seed}")
