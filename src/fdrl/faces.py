@@ -4,15 +4,16 @@
 Backends, by name in :data:`DETECTORS` (the one table that ``fdrl``'s ``--detector`` choices and
 ``data.preprocessing.face_detector`` read), all of which work without a network connection:
 
-- ``opencv`` (default, :data:`DEFAULT_DETECTOR`): OpenCV's bundled Haar cascade (ships inside
-  opencv-python-headless), with a detection confidence from ``detectMultiScale3``; eyes from the bundled Haar
-  eye cascade.
+- ``opencv``: OpenCV's bundled Haar cascade (ships inside opencv-python-headless), with a detection confidence
+  from ``detectMultiScale3``; eyes from the bundled Haar eye cascade.
 - ``dlib``: dlib's HOG frontal-face detector (built into dlib, no model file; ``pip install dlib-bin`` or
   ``dlib``); more robust to lighting than Haar; eyes from the Haar eye cascade.
 - ``mtcnn``: MTCNN from facenet-pytorch (its weights ship inside that package); five landmarks per face, so
   the eyes come from the detector itself. Needs torchvision.
-- ``mtcnn_lite``: the same MTCNN ported to this package (:mod:`fdrl.mtcnn`, weights shipped in
-  ``weights/mtcnn.pt``, no torchvision); five landmarks per face.
+- ``mtcnn_lite`` (default, :data:`DEFAULT_DETECTOR`): the same MTCNN ported to this package (:mod:`fdrl.mtcnn`,
+  weights shipped in ``weights/mtcnn.pt``, no torchvision); five landmarks per face.
+- ``mtcnn_lite_tilted``: ``mtcnn_lite`` plus a search of the photo turned by +-45 degrees for tilted faces
+  (slower; see :data:`TURN_ANGLE`).
 - ``none``: the whole image is one face (already-cropped inputs).
 
 Every backend returns the faces largest first; eye centres, when found, drive the rotation alignment in
@@ -387,10 +388,9 @@ DETECTORS: dict[str, Callable[[str], Detector]] = {
     "mtcnn_lite_tilted": lambda device: MTCNNLiteDetector(turn_angle=TURN_ANGLE),
     "none": lambda device: NoDetector(),
 }
-# For photos when the checkpoint names none (fdrl predict, fdrl serve, Recognizer). mtcnn_lite: recall 93.3 % vs
-# Haar's 65.8 % on benchmarks/detectors.py's pasted faces, no false face on its portraits, and on the 316 FER2013
-# val faces both find the shipped FER2013 model scores 68.99 % on its crops (margin -0.05) vs 66.77 % on Haar's
-# (margin 0.0) (scripts/choose_face_margin.py; README "Shipped models").
+# For photos when the checkpoint names none (fdrl predict, fdrl serve, Recognizer). mtcnn_lite: recall 96.7 / 98.3 %
+# vs Haar's 65.8 % on benchmarks/detectors.py's pasted faces, no false face on its portraits, and the shipped
+# FER2013 model scores at least as well on its crops as on Haar's (README "Benchmarks", docs/detectors.md).
 DEFAULT_DETECTOR = "mtcnn_lite"
 
 
