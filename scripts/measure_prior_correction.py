@@ -1,0 +1,60 @@
+"""Post-hoc prior correction of a model's probabilities on a labelled validation split: the predicted class is
+argmax(log p - tau * log prior), prior = the training split's class frequencies (logit adjustment applied after
+training, Menon et al., ICLR 2021). Shows what rare-class recall costs in accuracy; nothing is written or shipped.
+
+    python scripts/measure_prior_correction.py --model ferplus --dataset ferplus --root ../shared/data/ferplus
+
+Never run it on a test split: a tau read off this table is chosen on the split it is measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+import fdrl
+from fdrl.data.registry import create_dataset
+from fdrl.data.tensors import decode_dataset
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped model (--model)")
+    ap.add_argument("--model", default=None, help="a shipped model's name")
+    ap.add_argument("--dataset", default="fer2013")
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--train-split", default="train", help="where the class prior is counted")
+    ap.add_argument("--split", default="val", help="a validation split")
+    ap.add_argument("--taus", default="0,0.25,0.5,0.75,1")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if "test" in args.split.lower():
+        raise SystemExit(f"--split {args.split}: measure on a validation split, never a test split")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rec = fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta="none")
+    train = create_dataset(args.dataset, args.root, args.train_split)
+    counts = torch.bincount(torch.as_tensor(train.labels), minlength=len(train.classes)).float().clamp_min(1)
+    # by name: the data set's class order and the model's may differ
+    log_prior = torch.tensor([(counts[train.classes.index(c)] / counts.sum()).log().item() for c in rec.classes])
+    prep = rec.prep
+    data = decode_dataset(create_dataset(args.dataset, args.root, args.split), prep.source_size or prep.input_size,
+                          prep.grayscale, cache_dir=None, log=lambda m: None)
+    faces = rec.predict_tensor(data.images).faces
+    log_p = torch.tensor([[f.probabilities[c] for c in rec.classes] for f in faces]).clamp_min(1e-12).log()
+    truth = torch.tensor([rec.classes.index(data.classes[int(i)]) for i in data.labels])
+    for tau in (float(t) for t in args.taus.split(",")):
+        pred = (log_p - tau * log_prior).argmax(1)
+        recall = {c: ((pred == truth) & (truth == k)).sum().item() / max(1, (truth == k).sum().item())
+                  for k, c in enumerate(rec.classes)}
+        print(json.dumps({"tau": tau, "split": args.split, "n": len(truth),
+                          "accuracy": round(100 * (pred == truth).float().mean().item(), 2),
+                          "mean_class_accuracy": round(100 * sum(recall.values()) / len(recall), 2),
+                          "recall": {c: round(r, 3) for c, r in recall.items()}, "checkpoint": rec.checkpoint}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

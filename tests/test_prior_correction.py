@@ -1,0 +1,38 @@
+"""scripts/measure_prior_correction.py: the prior's sign and class order, and no test split."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import CLASSES
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "measure_prior_correction.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_large_tau_moves_every_prediction_to_the_rarest_training_class(tmp_path, img, ckpt):
+    root = tmp_path / "fer2013"
+    n = 0
+    for c in CLASSES:  # disgust is the rarest training class (1 image), every other class has 3
+        for _ in range(1 if c == "disgust" else 3):
+            img(root / "train" / c / f"Training_{1000 + n}.jpg", seed=n, mode="L")
+            n += 1
+        for _ in range(2):
+            img(root / "test" / c / f"PublicTest_{1000 + n}.jpg", seed=n, mode="L")
+            n += 1
+    done = _run("--checkpoint", str(ckpt), "--dataset", "fer2013", "--root", str(root), "--taus", "0,100")
+    assert done.returncode == 0, done.stderr
+    plain, pushed = (json.loads(line) for line in done.stdout.splitlines())
+    assert plain["n"] == pushed["n"] == 14
+    # tau = 100 adds 100 * (log prior_j - log prior_disgust) >= 100 * log 3 in disgust's favour against every class
+    assert pushed["recall"]["disgust"] == 1.0 and sum(pushed["recall"].values()) == 1.0
+    assert pushed["accuracy"] == round(100 * 2 / 14, 2)
+
+
+def test_refuses_a_test_split(tmp_path):
+    done = _run("--model", "fer2013", "--root", str(tmp_path), "--split", "test")
+    assert done.returncode != 0 and "never a test split" in done.stderr
