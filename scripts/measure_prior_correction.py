@@ -13,22 +13,18 @@ import argparse
 import json
 
 import torch
+from measure_tta import add_model_args, split_faces  # this folder is on sys.path when run as a script
 
 import fdrl
 from fdrl.data.registry import create_dataset
-from fdrl.data.tensors import decode_dataset
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="default: the shipped model (--model)")
-    ap.add_argument("--model", default=None, help="a shipped model's name")
-    ap.add_argument("--dataset", default="fer2013")
-    ap.add_argument("--root", required=True)
+    add_model_args(ap)
     ap.add_argument("--train-split", default="train", help="where the class prior is counted")
     ap.add_argument("--split", default="val", help="a validation split")
     ap.add_argument("--taus", default="0,0.25,0.5,0.75,1")
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if "test" in args.split.lower():
         raise SystemExit(f"--split {args.split}: measure on a validation split, never a test split")
@@ -39,12 +35,9 @@ def main() -> None:
     counts = torch.bincount(torch.as_tensor(train.labels), minlength=len(train.classes)).float().clamp_min(1)
     # by name: the data set's class order and the model's may differ
     log_prior = torch.tensor([(counts[train.classes.index(c)] / counts.sum()).log().item() for c in rec.classes])
-    prep = rec.prep
-    data = decode_dataset(create_dataset(args.dataset, args.root, args.split), prep.source_size or prep.input_size,
-                          prep.grayscale, cache_dir=None, log=lambda m: None)
-    faces = rec.predict_tensor(data.images).faces
+    images, truth = split_faces(rec, args.dataset, args.root, args.split)
+    faces = rec.predict_tensor(images).faces
     log_p = torch.tensor([[f.probabilities[c] for c in rec.classes] for f in faces]).clamp_min(1e-12).log()
-    truth = torch.tensor([rec.classes.index(data.classes[int(i)]) for i in data.labels])
     for tau in (float(t) for t in args.taus.split(",")):
         pred = (log_p - tau * log_prior).argmax(1)
         recall = {c: ((pred == truth) & (truth == k)).sum().item() / max(1, (truth == k).sum().item())

@@ -18,36 +18,46 @@ from fdrl.data.tensors import decode_dataset
 from fdrl.inference.packaged import TTA_MODES
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The model and labelled data options shared with ``measure_prior_correction.py`` (not the split)."""
     ap.add_argument("--checkpoint", default=None, help="default: the shipped model (--model)")
     ap.add_argument("--model", default=None, help="a shipped model's name")
     ap.add_argument("--dataset", default="fer2013")
     ap.add_argument("--root", required=True)
-    ap.add_argument("--split", default="publictest")
     ap.add_argument("--threads", type=int, default=None)
+
+
+def split_faces(rec: fdrl.Recognizer, dataset: str, root: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A labelled split's faces at the training faces' resolution (``predict_tensor`` resizes them to the input
+    size as training did) and their labels as indices of ``rec.classes``: the data set's class order and the
+    model's may differ, so they are matched by name."""
+    prep = rec.prep
+    data = decode_dataset(create_dataset(dataset, root, split), prep.source_size or prep.input_size,
+                          prep.grayscale, cache_dir=None, log=lambda m: None)
+    return data.images, torch.tensor([rec.classes.index(data.classes[int(i)]) for i in data.labels])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    ap.add_argument("--split", default="publictest")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     recs = {m: fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta=m) for m in TTA_MODES}
-    prep = recs["none"].prep
-    # At the training faces' resolution: predict_tensor resizes them to the input size as training did.
-    data = decode_dataset(create_dataset(args.dataset, args.root, args.split), prep.source_size or prep.input_size,
-                          prep.grayscale, cache_dir=None, log=lambda m: None)
+    images, truth = split_faces(recs["none"], args.dataset, args.root, args.split)
     # Cost: the modes take turns on the same 256 faces, 5 rounds, median per mode, so that a machine whose load
     # changes during the run (other jobs) biases no mode.
-    sample, times = data.images[:256], {m: [] for m in TTA_MODES}
+    sample, times = images[:256], {m: [] for m in TTA_MODES}
     for _ in range(5):
         for mode, rec in recs.items():
             t0 = time.perf_counter()
             rec.predict_tensor(sample)
             times[mode].append((time.perf_counter() - t0) / len(sample))
     for mode, rec in recs.items():
-        res = rec.predict_tensor(data.images)
-        dt = sorted(times[mode])[2] * len(data.images)
+        res = rec.predict_tensor(images)
+        dt = sorted(times[mode])[2] * len(images)
         pred = torch.tensor([rec.classes.index(f.label) for f in res.faces])
-        # the data set's class order and the model's may differ: compare by name
-        truth = torch.tensor([rec.classes.index(data.classes[int(i)]) for i in data.labels])
         acc = (pred == truth).float().mean().item()
         per_class = [((pred == truth) & (truth == k)).sum().item() / max(1, (truth == k).sum().item())
                      for k in range(len(rec.classes))]
