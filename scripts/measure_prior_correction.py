@@ -13,7 +13,7 @@ import argparse
 import json
 
 import torch
-from measure_tta import add_model_args, split_faces  # this folder is on sys.path when run as a script
+from measure_tta import add_model_args, refuse_test_split, split_faces  # this folder is on sys.path
 
 import fdrl
 from fdrl.data.registry import create_dataset
@@ -26,8 +26,7 @@ def main() -> None:
     ap.add_argument("--split", default="val", help="a validation split")
     ap.add_argument("--taus", default="0,0.25,0.5,0.75,1")
     args = ap.parse_args()
-    if "test" in args.split.lower():
-        raise SystemExit(f"--split {args.split}: measure on a validation split, never a test split")
+    refuse_test_split(args.split)
     if args.threads:
         torch.set_num_threads(args.threads)
     rec = fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta="none")

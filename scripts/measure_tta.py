@@ -27,6 +27,12 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=None)
 
 
+def refuse_test_split(split: str) -> None:
+    """Stop on a test split: the figures of these scripts choose defaults (the TTA mode, a prior correction)."""
+    if "test" in split.lower() and split.lower() != "publictest":  # PublicTest is FER2013's validation split
+        raise SystemExit(f"--split {split}: measure on a validation split, never a test split")
+
+
 def split_faces(rec: fdrl.Recognizer, dataset: str, root: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A labelled split's faces at the training faces' resolution (``predict_tensor`` resizes them to the input
     size as training did) and their labels as indices of ``rec.classes``: the data set's class order and the
@@ -42,6 +48,7 @@ def main() -> None:
     add_model_args(ap)
     ap.add_argument("--split", default="publictest")
     args = ap.parse_args()
+    refuse_test_split(args.split)
     if args.threads:
         torch.set_num_threads(args.threads)
     recs = {m: fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta=m) for m in TTA_MODES}

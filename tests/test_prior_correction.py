@@ -1,4 +1,4 @@
-"""scripts/measure_prior_correction.py: the prior's sign and class order, and no test split."""
+"""scripts/measure_prior_correction.py: the prior's sign and class order; it and measure_tta.py refuse test splits."""
 
 import json
 import subprocess
@@ -33,6 +33,9 @@ def test_large_tau_moves_every_prediction_to_the_rarest_training_class(tmp_path,
     assert pushed["accuracy"] == round(100 * 2 / 14, 2)
 
 
-def test_refuses_a_test_split(tmp_path):
-    done = _run("--model", "fer2013", "--root", str(tmp_path), "--split", "test")
-    assert done.returncode != 0 and "never a test split" in done.stderr
+def test_both_measuring_scripts_refuse_a_test_split(tmp_path):
+    for script in (SCRIPT, SCRIPT.with_name("measure_tta.py")):
+        for split in ("test", "privatetest"):
+            done = subprocess.run([sys.executable, str(script), "--model", "fer2013", "--root", str(tmp_path),
+                                   "--split", split], capture_output=True, text=True, timeout=300)
+            assert done.returncode != 0 and "never a test split" in done.stderr, (script.name, split)
