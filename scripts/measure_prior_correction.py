@@ -17,6 +17,7 @@ from measure_tta import add_model_args, refuse_test_split, split_faces  # this f
 
 import fdrl
 from fdrl.data.registry import create_dataset
+from fdrl.engine.report import classification_metrics
 
 
 def main() -> None:
@@ -38,14 +39,12 @@ def main() -> None:
     faces = rec.predict_tensor(images).faces
     log_p = torch.tensor([[f.probabilities[c] for c in rec.classes] for f in faces]).clamp_min(1e-12).log()
     for tau in (float(t) for t in args.taus.split(",")):
-        pred = (log_p - tau * log_prior).argmax(1)
-        recall = {c: ((pred == truth) & (truth == k)).sum().item() / max(1, (truth == k).sum().item())
-                  for k, c in enumerate(rec.classes)}
+        m = classification_metrics((log_p - tau * log_prior).argmax(1).numpy(), truth.numpy(), rec.classes)
         print(json.dumps({"tau": tau, "split": args.split, "n": len(truth),
-                          "accuracy": round(100 * (pred == truth).float().mean().item(), 2),
-                          "mean_class_accuracy": round(100 * sum(recall.values()) / len(recall), 2),
-                          "recall": {c: round(r, 3) for c, r in recall.items()}, "checkpoint": rec.checkpoint}),
-              flush=True)
+                          "accuracy": round(100 * m["accuracy"], 2),
+                          "mean_class_accuracy": round(100 * m["mean_class_accuracy"], 2),
+                          "recall": {c: round(v["recall"], 3) for c, v in m["per_class"].items()},
+                          "checkpoint": rec.checkpoint}), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 import fdrl
 from fdrl.data.registry import create_dataset
 from fdrl.data.tensors import decode_dataset
+from fdrl.engine.report import classification_metrics
 from fdrl.inference.packaged import TTA_MODES
 
 
@@ -65,11 +66,9 @@ def main() -> None:
         res = rec.predict_tensor(images)
         dt = sorted(times[mode])[2] * len(images)
         pred = torch.tensor([rec.classes.index(f.label) for f in res.faces])
-        acc = (pred == truth).float().mean().item()
-        per_class = [((pred == truth) & (truth == k)).sum().item() / max(1, (truth == k).sum().item())
-                     for k in range(len(rec.classes))]
-        print(json.dumps({"tta": mode, "split": args.split, "n": len(pred), "accuracy": round(100 * acc, 2),
-                          "mean_class_accuracy": round(100 * sum(per_class) / len(per_class), 2),
+        m = classification_metrics(pred.numpy(), truth.numpy(), rec.classes)
+        print(json.dumps({"tta": mode, "split": args.split, "n": len(pred), "accuracy": round(100 * m["accuracy"], 2),
+                          "mean_class_accuracy": round(100 * m["mean_class_accuracy"], 2),
                           "ms_per_face": round(1000 * dt / len(pred), 3), "threads": torch.get_num_threads(),
                           "checkpoint": rec.checkpoint}), flush=True)
 
