@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--split", default="val", help="a validation split")
     ap.add_argument("--taus", default="0,0.25,0.5,0.75,1")
     args = ap.parse_args()
-    refuse_test_split(args.split)
+    refuse_test_split(args.dataset, args.split)
     if args.threads:
         torch.set_num_threads(args.threads)
     rec = fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta="none")

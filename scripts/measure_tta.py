@@ -1,7 +1,8 @@
-"""Effect and cost of test-time augmentation for a model on a labelled split (default: the shipped model on
-FER2013 PublicTest, the protocol's validation split). Prints one JSON line per TTA mode.
+"""Effect and cost of test-time augmentation for a model on a labelled validation split (default: FER2013's
+``train/holdout``, the validation split of runs that train on ``train/fit``). Prints one JSON line per TTA mode.
+Test splits are refused: these figures choose the TTA default (FER2013's PublicTest is a test split here).
 
-    python scripts/measure_tta.py --root ../shared/data/fer2013 --split publictest
+    python scripts/measure_tta.py --model ferplus --dataset ferplus --root ../shared/data/ferplus --split val
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import time
 import torch
 
 import fdrl
+from fdrl.data import registry
 from fdrl.data.registry import create_dataset
 from fdrl.data.tensors import decode_dataset
 from fdrl.engine.report import classification_metrics
+from fdrl.errors import DataError
 from fdrl.inference.packaged import TTA_MODES
 
 
@@ -28,10 +31,12 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=None)
 
 
-def refuse_test_split(split: str) -> None:
+def refuse_test_split(dataset: str, split: str) -> None:
     """Stop on a test split: the figures of these scripts choose defaults (the TTA mode, a prior correction)."""
-    if "test" in split.lower() and split.lower() != "publictest":  # PublicTest is FER2013's validation split
-        raise SystemExit(f"--split {split}: measure on a validation split, never a test split")
+    try:
+        registry.refuse_test_split(dataset, split, "choose a default from these figures")
+    except DataError as exc:
+        raise SystemExit(f"--split {split}: {exc}") from None
 
 
 def split_faces(rec: fdrl.Recognizer, dataset: str, root: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,9 +52,9 @@ def split_faces(rec: fdrl.Recognizer, dataset: str, root: str, split: str) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(ap)
-    ap.add_argument("--split", default="publictest")
+    ap.add_argument("--split", default="train/holdout", help="a validation split (test splits are refused)")
     args = ap.parse_args()
-    refuse_test_split(args.split)
+    refuse_test_split(args.dataset, args.split)
     if args.threads:
         torch.set_num_threads(args.threads)
     recs = {m: fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta=m) for m in TTA_MODES}

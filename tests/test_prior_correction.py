@@ -1,4 +1,5 @@
-"""scripts/measure_prior_correction.py: the prior's sign and class order; it and measure_tta.py refuse test splits."""
+"""scripts/measure_prior_correction.py: the prior's sign and class order; it, measure_tta.py and
+choose_face_margin.py refuse test splits."""
 
 import json
 import subprocess
@@ -15,16 +16,16 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_large_tau_moves_every_prediction_to_the_rarest_training_class(tmp_path, img, ckpt):
-    root = tmp_path / "fer2013"
+    root = tmp_path / "faces"  # a folder tree with its own val/ (FER2013's PublicTest is a test split here)
     n = 0
     for c in CLASSES:  # disgust is the rarest training class (1 image), every other class has 3
         for _ in range(1 if c == "disgust" else 3):
-            img(root / "train" / c / f"Training_{1000 + n}.jpg", seed=n, mode="L")
+            img(root / "train" / c / f"{1000 + n}.jpg", seed=n, mode="L")
             n += 1
         for _ in range(2):
-            img(root / "test" / c / f"PublicTest_{1000 + n}.jpg", seed=n, mode="L")
+            img(root / "val" / c / f"{1000 + n}.jpg", seed=n, mode="L")
             n += 1
-    done = _run("--checkpoint", str(ckpt), "--dataset", "fer2013", "--root", str(root), "--taus", "0,100")
+    done = _run("--checkpoint", str(ckpt), "--dataset", "folder", "--root", str(root), "--taus", "0,100")
     assert done.returncode == 0, done.stderr
     plain, pushed = (json.loads(line) for line in done.stdout.splitlines())
     assert plain["n"] == pushed["n"] == 14
@@ -33,9 +34,12 @@ def test_large_tau_moves_every_prediction_to_the_rarest_training_class(tmp_path,
     assert pushed["accuracy"] == round(100 * 2 / 14, 2)
 
 
-def test_both_measuring_scripts_refuse_a_test_split(tmp_path):
-    for script in (SCRIPT, SCRIPT.with_name("measure_tta.py")):
-        for split in ("test", "privatetest"):
-            done = subprocess.run([sys.executable, str(script), "--model", "fer2013", "--root", str(tmp_path),
-                                   "--split", split], capture_output=True, text=True, timeout=300)
-            assert done.returncode != 0 and "never a test split" in done.stderr, (script.name, split)
+def test_the_scripts_that_choose_defaults_refuse_a_test_split(tmp_path):
+    """FER2013's PublicTest (also under its Kaggle name ``val``) is a test split here, like PrivateTest."""
+    for script in (SCRIPT, SCRIPT.with_name("measure_tta.py"), SCRIPT.with_name("choose_face_margin.py")):
+        model = ["--checkpoint", str(tmp_path / "x.pt")] if script.name == "choose_face_margin.py" else ["--model",
+                                                                                                          "fer2013"]
+        for split in ("test", "privatetest", "publictest", "val", "test/holdout"):
+            done = subprocess.run([sys.executable, str(script), *model, "--root", str(tmp_path), "--split", split],
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode != 0 and "is a test split" in done.stderr, (script.name, split, done.stderr)

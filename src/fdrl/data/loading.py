@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ..config import DataConfig, TrainConfig
 from ..errors import TrainingError
-from .registry import create_dataset, has_official_val
+from .registry import create_dataset, has_official_val, refuse_test_split
 from .tensors import TensorSet, decode_dataset
 
 
@@ -53,17 +53,20 @@ def build_split(d: DataConfig, split: str, seed: int, role: str, soft: bool = Fa
     return out
 
 
-def check_disjoint(train_ids: set[str], other: TensorSet, role: str, split: str) -> None:
-    """Refuse a validation or test split that shares samples with the training split."""
-    leak = train_ids & set(other.ids)
+def check_disjoint(ids: set[str], other: TensorSet, role: str, split: str, other_role: str = "train") -> None:
+    """Refuse a validation or test split that shares samples with the training (or, for test, the validation)
+    split."""
+    leak = ids & set(other.ids)
     if leak:
-        raise TrainingError(f"{role} split {split!r} shares {len(leak)} samples with train (e.g. {sorted(leak)[:3]}); "
-                            f"model selection/test would be contaminated")
+        raise TrainingError(f"{role} split {split!r} shares {len(leak)} samples with {other_role} "
+                            f"(e.g. {sorted(leak)[:3]}); model selection/test would be contaminated")
 
 
 def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[str, TensorSet]:
-    """Decode train/val/test into uint8 tensors; refuse overlapping ids between them."""
+    """Decode train/val/test into uint8 tensors; refuse a test split as ``val`` (runs select and are tuned on val)
+    and overlapping ids between the three."""
     d = cfg.data
+    refuse_test_split(d.dataset, d.val_split, "select the checkpoint or tune the recipe (data.val_split)")
     soft = d.options.get("label_mode") == "distribution"
     train_split = train_split_name(d)
     if train_split != d.train_split:
@@ -77,4 +80,6 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[s
     for role in ("val", "test"):
         if role in out:
             check_disjoint(train_ids, out[role], role, getattr(d, role + "_split"))
+    if "val" in out and "test" in out:
+        check_disjoint(set(out["val"].ids), out["test"], "test", d.test_split, other_role="val")
     return out

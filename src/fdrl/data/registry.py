@@ -30,6 +30,8 @@ class DatasetInfo:
     description: str
     kfold: bool = False  # sequence sets: use fold<k>/train|test
     has_val: bool = False  # an official validation split exists
+    # Splits whose figures are this project's test figures: never select a checkpoint or tune anything on them.
+    test_splits: tuple[str, ...] = ("test",)
 
 
 _DATASETS: dict[str, DatasetInfo] = {}
@@ -41,8 +43,12 @@ def _register(info: DatasetInfo) -> None:
 
 _register(DatasetInfo("rafdb", D.build_rafdb, ("train", "test"), D.RAFDB_CLASSES,
                       "RAF-DB basic: EmoLabel/list_patition_label.txt + Image/aligned|original"))
+# FER2013's PublicTest is the test figure here (its PrivateTest half is withheld from us, and our data README says
+# to report PublicTest as the test figure), so ``val`` -- the Kaggle name for PublicTest, kept for loading and
+# evaluating -- is a test split too: runs select on ``train/holdout``.
 _register(DatasetInfo("fer2013", D.build_fer2013, ("train", "val", "test", "publictest", "privatetest"),
-                      D.FER2013_CLASSES, "FER2013: fer2013.csv or train|test/<class>/ image folders", has_val=True))
+                      D.FER2013_CLASSES, "FER2013: fer2013.csv or train|test/<class>/ image folders", has_val=True,
+                      test_splits=("test", "val", "publictest", "privatetest")))
 _register(DatasetInfo("ferplus", D.build_ferplus, ("train", "val", "test"), D.FERPLUS_CLASSES,
                       "FERPlus: FER2013Train|Valid|Test/label.csv or fer2013new.csv + fer2013.csv", has_val=True))
 _register(DatasetInfo("affectnet", D.build_affectnet, ("train", "test"), D.AFFECTNET_CLASSES_8[:7],
@@ -70,6 +76,26 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in _DATASETS:
         raise unknown_name("dataset", name, list_datasets(), UnknownDatasetError)
     return _DATASETS[name]
+
+
+def is_test_split(name: str, split: str) -> bool:
+    """Whether ``split`` of data set ``name`` holds test samples (derived parts such as ``test/holdout`` and
+    ``fold<k>/test`` included): figures on it are reported, never used to select or tune."""
+    info = dataset_info(name)
+    base = split.lower().split("/")
+    if info.kfold and _FOLD.match("/".join(base[:2])):
+        return base[1] == "test"
+    return base[0] in info.test_splits
+
+
+def refuse_test_split(name: str, split: str | None, purpose: str) -> None:
+    """Raise :class:`DataError` when ``split`` is a test split of ``name``; ``purpose`` says what it was asked
+    for (``"select the checkpoint"``, ``"choose the face margin"``) so the message names the mistake."""
+    if split and is_test_split(name, split):
+        extra = (" (FER2013's 'val' is PublicTest, this project's FER2013 test figure)"
+                 if name == "fer2013" and split.lower().split("/")[0] == "val" else "")
+        raise DataError(f"{name}: split {split!r} is a test split{extra}; it may be reported, never used to {purpose}. "
+                        f"Use a validation split such as 'train/holdout' (carved from train, data.val_fraction).")
 
 
 def has_official_val(name: str, root: str | None) -> bool:
