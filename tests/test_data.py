@@ -8,7 +8,7 @@ import torch
 
 from conftest import shared, write_image
 from fdrl.data import create_dataset, list_datasets
-from fdrl.data.splits import stratified_holdout
+from fdrl.data.splits import grouped_holdout, stratified_holdout
 from fdrl.data.tensors import BatchTransform, decode_dataset, tta_views
 from fdrl.errors import DataError
 
@@ -203,6 +203,38 @@ def test_ckplus_last_three_frames_and_folds(tmp_path):
     hold = create_dataset("ckplus", str(root), "fold0/train/holdout", num_folds=4)
     assert not {s.id for s in fit.samples} & {s.id for s in hold.samples}
 
+
+
+@pytest.mark.parametrize("dataset", ["ckplus", "mmi"])
+def test_holdout_inside_a_fold_is_subject_independent(tmp_path, dataset):
+    """A sequence's frames are near-identical: fold<k>/train/holdout carves whole subjects from fit."""
+    if dataset == "ckplus":
+        root, folds = _ckplus(tmp_path / "ck"), 4
+    else:
+        root, folds = tmp_path / "MMI", 2
+        for s in range(6):
+            for q in range(2):
+                _mmi_session(root, f"{s}{q}", f"S{s:03d}-{q:03d}", 1 + (2 * s + q) % 6, frames=7)
+    for k in range(folds):
+        parts = [create_dataset(dataset, str(root), f"fold{k}/train/{p}", num_folds=folds, val_fraction=0.2)
+                 for p in ("fit", "holdout")]
+        fit, hold = ({s.subject for s in ds.samples} for ds in parts)
+        assert hold and not fit & hold
+        share = len(parts[1]) / (len(parts[0]) + len(parts[1]))
+        assert 0.1 <= share <= 0.35, share  # about val_fraction, as whole subjects allow
+    again = create_dataset(dataset, str(root), f"fold{k}/train/holdout", num_folds=folds, val_fraction=0.2)
+    assert [s.id for s in again.samples] == [s.id for s in parts[1].samples]  # seeded
+
+
+def test_grouped_holdout_keeps_groups_whole_and_is_seeded():
+    labels = [i % 3 for i in range(60)]
+    groups = [f"s{i // 4}" for i in range(56)] + [None] * 4  # samples without a subject: groups of their own
+    fit, hold = stratified_holdout(labels, 0.2, seed=1, groups=groups)
+    assert (fit, hold) == grouped_holdout(labels, groups, 0.2, seed=1)
+    assert sorted(fit + hold) == list(range(60)) and 9 <= len(hold) <= 15
+    assert not {groups[i] for i in fit if groups[i]} & {groups[i] for i in hold if groups[i]}
+    assert stratified_holdout(labels, 0.2, seed=1, groups=[None] * 60) == stratified_holdout(labels, 0.2, seed=1)
+    assert grouped_holdout([0, 1, 0, 1], ["a", "a", "b", "b"], 0.1) in (([0, 1], [2, 3]), ([2, 3], [0, 1]))
 
 def test_ck48_oulu_mmi_layouts(tmp_path):
     for cls in ("anger", "happy", "contempt"):

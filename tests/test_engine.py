@@ -85,6 +85,7 @@ def test_train_selects_on_val_and_tests_best_and_last(tmp_path):
     loaded = fdrl.load_checkpoint(tmp_path / "best.pt")
     assert loaded.preprocessing.input_size == 32 and loaded.classes[3] == "happy"
     assert loaded.raw["config"]["train"]["epochs"] == 2  # the resolved config travels with the weights
+    assert loaded.raw["scaler_state"] == {}  # the fp16 loss scale, saved for --resume; none without fp16
 
 
 def test_split_overlap_is_refused(tmp_path):
@@ -102,6 +103,27 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     a = fdrl.load_checkpoint(tmp_path / "full" / "last.pt", with_criterion=True)
     b = fdrl.load_checkpoint(tmp_path / "killed" / "last.pt", with_criterion=True)
     torch.testing.assert_close(a.criterion.feature_centres, b.criterion.feature_centres, rtol=0, atol=0)
+
+
+def test_resume_restores_the_fp16_loss_scale(tmp_path):
+    """Unit level: fp16 autocast on a CPU takes seconds per step, too slow to train here."""
+    from fdrl.checkpoint import atomic_save, make_checkpoint
+    from fdrl.config import Preprocessing
+    from fdrl.engine.trainer import resume_from
+    from fdrl.optim import build_scheduler
+
+    cfg = load_config(None, [*TINY, "train.amp=fp16"])
+    model = fdrl.create_model(cfg.model_name, num_classes=7, **cfg.model)
+    criterion = fdrl.create_criterion(model, cfg.loss)
+    optimizer = fdrl.build_optimizer(model, criterion, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.sched, 2)
+    trained = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=7)  # not what a new run starts from
+    extra = {"best_val_accuracy": 0.5, "history": [], "scaler_state": trained.state_dict()}
+    atomic_save(make_checkpoint(model, list("abcdefg"), Preprocessing(), criterion, optimizer, scheduler, 1, cfg,
+                                extra=extra), tmp_path / "last.pt")
+    scaler = torch.amp.GradScaler("cpu")
+    assert resume_from(tmp_path / "last.pt", cfg, model, criterion, optimizer, scheduler, scaler)[0] == 1
+    assert scaler.state_dict() == trained.state_dict() != torch.amp.GradScaler("cpu").state_dict()
 
 
 def test_nan_loss_stops_with_last_checkpoint_intact(tmp_path):
@@ -128,12 +150,14 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, q) -> None:
     from fdrl.data.tensors import BatchTransform, decode_dataset
     from fdrl.engine.evaluate import predict
 
+    # learned centres: parameters outside DDP, whose gradients the trainer averages over ranks itself
     summary = train(load_config(None, [*TINY, "data.options={train_size: 64, eval_size: 21, image_size: 32}",
-                                       "train.epochs=1", "report.plots=false"]), out)
+                                       "train.epochs=1", "report.plots=false", "loss.centre_update=learned"]), out)
     data = decode_dataset(create_dataset("synthetic", None, "test", num_samples=21, image_size=32), 32, False)
     res = predict(fdrl.create_model("baseline_resnet18", num_classes=7), data,
                   BatchTransform((0.5,) * 3, (0.5,) * 3), torch.device("cpu"), batch_size=4)
-    q.put((rank, summary["final_weights_digest"], res["index_seen"].tolist(), summary.get("test_accuracy")))
+    q.put((rank, summary["final_weights_digest"], summary["final_criterion_digest"], res["index_seen"].tolist(),
+           summary.get("test_accuracy")))
     dist.destroy_process_group()
 
 
@@ -148,8 +172,9 @@ def test_ddp_two_processes_identical_weights_and_full_coverage(tmp_path):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    (r0, d0, seen0, acc0), (r1, d1, seen1, _) = results
-    assert d0 == d1  # identical weights (and centres: they are buffers in the digest) on both ranks
+    (r0, d0, c0, seen0, acc0), (r1, d1, c1, seen1, _) = results
+    assert d0 == d1  # identical model weights on both ranks
+    assert c0 == c1  # identical learned centres (the criterion is not under DDP)
     assert seen0 == seen1 == list(range(21))  # every sample evaluated exactly once
     assert acc0 is not None
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]

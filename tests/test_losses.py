@@ -92,6 +92,17 @@ def test_learned_centres_get_gradients_and_are_saved():
     assert "feature_centres" in crit.state_dict()
 
 
+
+def test_learned_centres_refuse_wen_only_settings():
+    from fdrl.config import ConfigError, load_config
+
+    with pytest.raises(ValueError, match=r"ignores centre_rate=0\.2, centre_init='first_batch'"):
+        LossConfig(centre_update="learned", centre_rate=0.2, centre_init="first_batch")
+    with pytest.raises(ConfigError, match=r"loss: centre_update='learned' ignores centre_init='first_batch'"):
+        load_config(None, ["loss.centre_update=learned", "loss.centre_init=first_batch"])
+    assert LossConfig(centre_update="learned", centre_rate=0.5).centre_init == "zeros"  # the defaults: accepted
+    assert LossConfig(centre_rate=0.2, centre_init="first_batch").centre_update == "wen"
+
 def test_soft_targets_and_baseline_output():
     crit = FDRLCriterion(3, 4, 8)
     base = ModelOutput(logits=torch.randn(2, 3), feature=torch.randn(2, 512), basic=torch.randn(2, 512))

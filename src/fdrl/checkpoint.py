@@ -2,8 +2,14 @@
 
 A checkpoint is a plain dict of tensors and Python primitives, loaded with ``torch.load(weights_only=True)``:
 no pickled code. It carries the model name and config (to rebuild the network), the criterion state (centres),
-optimiser/scheduler state, epoch, RNG state, the resolved training config, class names, preprocessing and
-metrics. Writes are atomic (temp file + rename), so a kill mid-write never leaves a corrupt file.
+optimiser/scheduler state, epoch, the resolved training config, class names, preprocessing and metrics; the
+trainer adds the best validation accuracy, the history, the git commit and the fp16 GradScaler state (the loss
+scale; empty without fp16). Writes are atomic (temp file + rename), so a kill mid-write never leaves a corrupt
+file.
+
+It holds no RNG state, and ``--resume`` is still exact: a run resumes at an epoch boundary, and after model
+initialisation training draws only from generators seeded by (seed, epoch, rank): batch order, augmentation and
+mixing (see :mod:`fdrl.engine.trainer`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ are never saved is what this module exists to avoid).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -44,6 +44,13 @@ class LossConfig:
         check_literal_fields(self)
         if not 0.0 < self.centre_rate <= 1.0:
             raise ValueError(f"centre_rate must lie in (0, 1], got {self.centre_rate}")
+        if self.centre_update == "learned":  # the optimiser moves learned centres: these would be ignored
+            defaults = {f.name: f.default for f in fields(self) if f.name in ("centre_rate", "centre_init")}
+            changed = ", ".join(f"{k}={getattr(self, k)!r}" for k, v in defaults.items() if getattr(self, k) != v)
+            if changed:
+                raise ValueError(f"centre_update='learned' ignores {changed}: they set Wen's rule "
+                                 f"(centre_update='wen'), while learned centres are trained by the optimiser "
+                                 f"from a small random start. Drop them or use centre_update='wen'.")
 
 
 def _all_reduce_sum(*tensors: torch.Tensor) -> None:

@@ -1,7 +1,8 @@
 """One registry of data sets; ``create_dataset(name, root, split)`` resolves derived splits.
 
 Derived split names: ``<split>/fit`` and ``<split>/holdout`` (a seeded, stratified ``val_fraction`` carved from
-``<split>``; ``val`` means ``train/holdout`` for data sets without an official validation split), and
+``<split>``, by whole subjects where samples carry one; ``val`` means ``train/holdout`` for data sets without an
+official validation split), and
 ``fold<k>/train`` / ``fold<k>/test`` (subject-independent, ``num_folds`` folds) for sequence data sets.
 """
 
@@ -117,7 +118,8 @@ def create_dataset(name: str, root: str | None, split: str, transform: Callable 
     if split.endswith("/fit") or split.endswith("/holdout"):
         base_split, part = split.rsplit("/", 1)
         base = create_dataset(name, root, base_split, None, on_error, val_fraction, seed, num_folds, **options)
-        fit, hold = stratified_holdout(base.labels, val_fraction, seed)
+        # with subject ids (sequence sets) whole subjects are carved: no sequence's frames on both sides
+        fit, hold = stratified_holdout(base.labels, val_fraction, seed, groups=[s.subject for s in base.samples])
         ds = base.subset(fit if part == "fit" else hold, split)
     elif split == "val" and not has_official_val(name, root):
         return create_dataset(name, root, "train/holdout", transform, on_error, val_fraction, seed, num_folds,

@@ -3,7 +3,9 @@
 Split names understood by every data set (see :func:`fdrl.data.create_dataset`):
 - the publisher's own splits (``train``, ``val``, ``test``, ...);
 - ``<split>/fit`` and ``<split>/holdout``: a seeded, stratified ``val_fraction`` carved out of ``<split>``
-  (identical across runs) — the validation split for benchmarks that have none;
+  (identical across runs) — the validation split for benchmarks that have none. Where samples carry a subject
+  id (sequence data sets) whole subjects are carved, since one sequence's near-identical frames on both sides
+  would make validation accuracy a measure of memorisation;
 - ``fold<k>/train`` and ``fold<k>/test`` for sequence data sets: subject-independent k-fold.
 """
 
@@ -20,10 +22,20 @@ def _stable_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
-def stratified_holdout(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """(fit, holdout) index lists; each class contributes round(fraction * n) (at least 1 when n >= 2)."""
+def _check_fraction(fraction: float) -> None:
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {fraction}")
+
+
+def stratified_holdout(labels: Sequence[int], fraction: float, seed: int = 0,
+                       groups: Sequence[str | None] | None = None) -> tuple[list[int], list[int]]:
+    """(fit, holdout) index lists; each class contributes round(fraction * n) (at least 1 when n >= 2).
+
+    ``groups``: per-sample subject ids; when any is set, :func:`grouped_holdout` carves whole subjects instead.
+    """
+    if groups is not None and any(g is not None for g in groups):
+        return grouped_holdout(labels, groups, fraction, seed)
+    _check_fraction(fraction)
     by_class: dict[int, list[int]] = defaultdict(list)
     for i, y in enumerate(labels):
         by_class[int(y)].append(i)
@@ -40,6 +52,41 @@ def stratified_holdout(labels: Sequence[int], fraction: float, seed: int = 0) ->
         hold.extend(idx[:n].tolist())
         fit.extend(idx[n:].tolist())
     return sorted(fit), sorted(hold)
+
+
+def grouped_holdout(labels: Sequence[int], groups: Sequence[str | None], fraction: float,
+                    seed: int = 0) -> tuple[list[int], list[int]]:
+    """(fit, holdout) index lists in which every group (subject) lies wholly on one side; a sample without a
+    group is a group of its own.
+
+    Groups are shuffled with a fixed seed, then each joins the holdout if that brings the holdout's class
+    counts closer (L1) to ``fraction`` of each class's count: roughly stratified and roughly ``fraction`` in
+    size, as whole subjects allow. With two or more groups both sides keep at least one.
+    """
+    _check_fraction(fraction)
+    by_group: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_group[(0, g) if g is not None else (1, str(i))].append(i)
+    classes = sorted({int(y) for y in labels})
+    col = {y: j for j, y in enumerate(classes)}
+    counts = {g: np.bincount([col[int(labels[i])] for i in idx], minlength=len(classes))
+              for g, idx in by_group.items()}
+    target = fraction * np.bincount([col[int(y)] for y in labels], minlength=len(classes))
+    names = sorted(by_group)
+    rng = np.random.default_rng(_stable_seed("grouped-holdout", seed, len(names)))
+    names = [names[i] for i in rng.permutation(len(names))]
+    held, have = [], np.zeros(len(classes))
+    for g in names:
+        if np.abs(have + counts[g] - target).sum() < np.abs(have - target).sum():
+            held.append(g)
+            have += counts[g]
+    if len(names) >= 2 and not held:
+        held.append(min(names, key=lambda g: np.abs(counts[g] - target).sum()))
+    if len(names) >= 2 and len(held) == len(names):
+        held.pop()
+    hold = sorted(i for g in held for i in by_group[g])
+    chosen = set(hold)
+    return [i for i in range(len(labels)) if i not in chosen], hold
 
 
 def subject_folds(subjects: Sequence[str], k: int, seed: int = 0) -> list[list[int]]:

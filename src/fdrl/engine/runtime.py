@@ -102,6 +102,17 @@ def wrap_model(model: nn.Module, channels_last: bool, compile: bool, info: DistI
     return torch.compile(net) if compile else net
 
 
+def average_gradients(module: nn.Module, info: DistInfo) -> None:
+    """Average ``module``'s gradients over ranks, for parameters outside DDP (the criterion's learned centres):
+    stepped on each rank's own gradients they would drift apart. Parameters without a gradient are left out."""
+    if info.world <= 1:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(info.world)
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

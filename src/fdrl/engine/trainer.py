@@ -7,7 +7,8 @@ Design points (each one a bug research code ships):
   ``last.pt`` continues exactly, and CPU runs are bit-reproducible;
 - checkpoints are written atomically and only by rank 0; a NaN/inf loss stops the run before anything is
   written, leaving the last good checkpoint intact;
-- the loss centres are updated identically on every rank (the criterion all-reduces its sums).
+- the loss centres stay identical on every rank: the Wen rule all-reduces its sums (in the criterion), and
+  learned centres, which DDP does not wrap, have their gradients averaged over ranks before each step.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .report import classification_metrics, plot_curves, write_report
 from .runtime import (
     DistInfo,
     amp_dtype,
+    average_gradients,
     git_commit,
     resolve_amp,
     seed_everything,
@@ -116,6 +118,7 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
                 f"Lower optim.lr or disable amp.")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        average_gradients(criterion, info)  # loss.centre_update=learned: outside DDP
         if cfg.optim.grad_clip:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip)
@@ -175,14 +178,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
     criterion.set_class_prior(torch.bincount(data["train"].labels, minlength=len(classes)))  # loss.logit_adjust
     if t.init_from and not resume:
         init_from_checkpoint(model, t.init_from, log)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(t.amp, device) is torch.float16)
     start_epoch, best_acc, history = 0, -1.0, []
     if resume:
-        start_epoch, best_acc, history = resume_from(out / "last.pt", cfg, model, criterion, optimizer, scheduler)
+        start_epoch, best_acc, history = resume_from(out / "last.pt", cfg, model, criterion, optimizer, scheduler,
+                                                     scaler)
         log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
     commit = git_commit()
     net = wrap_model(model, t.channels_last, t.compile, info, device)
     transform = BatchTransform(prep.mean, prep.std, cfg.data.augment)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(t.amp, device) is torch.float16)
     tb = _tensorboard(out) if info.main else None
     log(f"training {cfg.model_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params) on {device}"
         f" x{info.world}, {len(data['train'])} train images, {t.epochs} epochs, batch {t.batch_size}/rank, "
@@ -205,15 +209,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
         if info.main:
             _log_row(out, row, tb)
             ck = make_checkpoint(model, classes, prep, criterion, optimizer, scheduler, epoch + 1, cfg, row,
-                                 extra={"best_val_accuracy": best_acc, "history": history, "git_commit": commit})
+                                 extra={"best_val_accuracy": best_acc, "history": history, "git_commit": commit,
+                                        "scaler_state": scaler.state_dict()})  # fp16 loss scale; {} when off
             if improved or "val" not in data:
                 atomic_save(ck, out / "best.pt")
             atomic_save(ck, out / "last.pt")
         if info.world > 1:
             dist.barrier()
     trained_digest = weights_digest(model)  # before finish() loads best/last: the weights this rank trained
+    criterion_digest = weights_digest(criterion)  # its centres, which finish() does not reload
     summary = finish(cfg, out, data, model, transform, device, info, log, commit)
     summary["final_weights_digest"] = trained_digest
+    summary["final_criterion_digest"] = criterion_digest
     if tb is not None:
         tb.close()
     return summary
@@ -230,8 +237,10 @@ def step_scheduler(scheduler: Any, row: dict[str, Any]) -> None:
 
 
 def resume_from(path: Path, cfg: TrainConfig, model: nn.Module, criterion: nn.Module,
-                optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, float, list[dict[str, Any]]]:
-    """Load ``last.pt`` into the run's objects; returns (epochs done, best validation accuracy, history)."""
+                optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: torch.amp.GradScaler) -> tuple[int, float, list[dict[str, Any]]]:
+    """Load ``last.pt`` into the run's objects; returns (epochs done, best validation accuracy, history).
+    The fp16 loss scale is restored where the checkpoint has one (older files and runs without fp16 do not)."""
     if not path.is_file():
         raise TrainingError(f"--resume: {path} does not exist")
     ck = read_checkpoint(path, map_location="cpu")
@@ -241,6 +250,8 @@ def resume_from(path: Path, cfg: TrainConfig, model: nn.Module, criterion: nn.Mo
     criterion.load_state_dict(ck["criterion_state"])
     optimizer.load_state_dict(ck["optimizer_state"])
     scheduler.load_state_dict(ck["scheduler_state"])
+    if ck.get("scaler_state"):
+        scaler.load_state_dict(ck["scaler_state"])
     return ck["epoch"], ck["best_val_accuracy"], list(ck["history"])
 
 
