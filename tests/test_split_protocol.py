@@ -55,3 +55,19 @@ def test_no_shipped_config_selects_on_a_test_split(path):
     d = load_config(path).data
     if d.val_split:
         assert not is_test_split(d.dataset, d.val_split), f"{path.name}: val_split {d.val_split!r} is a test split"
+
+
+def test_splits_with_different_class_lists_are_refused_not_relabelled(tmp_path):
+    """A folder tree's classes come from each split's own folders: test/ without b/ would put c at index 1."""
+    from conftest import write_image
+
+    for split, classes in (("train", "abc"), ("test", "ac")):
+        for c in classes:
+            for i in range(3):
+                write_image(tmp_path / "d" / split / c / f"{i}.png", (32, 32), seed=i)
+    base = ["data.dataset=folder", f"data.root={tmp_path / 'd'}", "data.val_fraction=0.34", "data.cache=false",
+            "data.preprocessing.input_size=32", "data.test_split=test"]
+    with pytest.raises(TrainingError, match=r"test split 'test' has classes \['a', 'c'\], train has \['a', 'b', 'c'\]"):
+        load_splits(load_config(None, base))
+    sets = load_splits(load_config(None, [*base, "data.options={classes: [a, b, c]}"]))
+    assert sets["test"].classes == ["a", "b", "c"] and sorted(set(sets["test"].labels.tolist())) == [0, 2]
