@@ -498,3 +498,204 @@ def test_packaged_model_recognises_real_expressions():
     res = rec.predict(happy)
     hits = sum(f.label == "happy" for f in res.faces)
     assert hits >= 24  # the shipped model's PublicTest recall for happy is 0.83 (docs/results.md)
+
+
+def _tiff_raising_type_error(path):
+    """A TIFF whose StripOffsets tag claims type FLOAT: PIL's ``load`` raises TypeError, not OSError."""
+    Image.new("RGB", (32, 24), (10, 20, 30)).save(path, "TIFF")
+    data = path.read_bytes()
+    entry = struct.pack("<HHI", 273, 4, 1)  # StripOffsets, LONG, one value
+    assert data.count(entry) == 1
+    path.write_bytes(data.replace(entry, struct.pack("<HHI", 273, 11, 1)))
+    return path
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def test_thin_images_downscale_to_at_least_one_pixel_a_side():
+    from fdrl.faces import _downscale, create_detector
+
+    small, scale = _downscale(np.zeros((1, 3000, 3), np.uint8), 1280)  # fx/fy rounded the height to 0
+    assert small.shape == (1, 1280, 3) and scale == pytest.approx(1280 / 3000)
+    assert _downscale(np.zeros((6000, 2), np.uint8), 1280)[0].shape == (1280, 1)
+    for name in ("opencv", "mtcnn_lite", "mtcnn_lite_tilted"):  # the tilted search shrinks its own copy too
+        for size in [(3000, 1), (1, 3000), (6000, 2), (1, 1)]:
+            assert create_detector(name).detect(Image.new("RGB", size)) == [], (name, size)
+
+
+class _FailingDetector:
+    """Raises what a detector raises on a bad input (cv2.error) for images wider than 100 px."""
+
+    name = "none"
+
+    def __init__(self, error=None) -> None:
+        self.error = error
+
+    def detect(self, image):
+        import cv2
+
+        from fdrl.faces import NoDetector
+
+        if image.width > 100:
+            raise self.error or cv2.error("OpenCV(4) resize.cpp: error: (-215:Assertion failed) !dsize.empty()")
+        return NoDetector().detect(image)
+
+
+def test_one_image_failing_detection_does_not_stop_the_others(ckpt, tmp_path, capsys, monkeypatch):
+    rec = Recognizer(ckpt, detector="none")
+    rec.detector = _FailingDetector()
+    good = write_image(tmp_path / "good.png", (64, 64))
+    strip = write_image(tmp_path / "strip.png", (3000, 1))
+    res = rec.predict([good, strip])
+    status = {s.image_id: s.status for s in res.images}
+    assert status[str(good)] == "ok" and len(res.faces) == 1
+    assert status[str(strip)].startswith("unreadable: face detection failed (error: ")
+    assert res.failed == [res.images[1]]
+    rec.detector = _FailingDetector(KeyError("a bug"))  # not "this input is bad": keeps its traceback
+    with pytest.raises(KeyError, match="a bug"):
+        rec.predict([good, strip])
+    monkeypatch.setattr("fdrl.inference.recognizer.create_detector", lambda *a, **k: _FailingDetector())
+    assert main(["predict", str(good), str(strip), "--checkpoint", str(ckpt), "--format", "csv"]) == 1
+    out = capsys.readouterr()
+    assert "good.png,,0,ok" in out.out and "face detection failed" in out.out
+
+
+def test_malformed_files_of_any_exception_type_are_unreadable(rec, tmp_path):
+    from fdrl.errors import ImageReadError
+
+    bad = _tiff_raising_type_error(tmp_path / "bad.tif")
+    with pytest.raises(ImageReadError, match=r"not a readable image \(TypeError: "):
+        read_image(bad)
+    res = rec.predict([write_image(tmp_path / "ok.png", (40, 40)), bad])
+    assert [s.status for s in res.images][0] == "ok" and res.images[1].status.startswith("unreadable: not a readable")
+    assert "decompression-bomb" in rec.predict(_huge_png(tmp_path / "bomb.png")).images[0].status  # still distinct
+
+
+def test_only_raster_formats_are_decoded(rec, tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    def never(*args, **kwargs):
+        raise AssertionError("Ghostscript must not run on an input file")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", never)
+    (tmp_path / "x.eps").write_bytes(EPS)
+    (tmp_path / "disguised.jpg").write_bytes(EPS)
+    Image.new("RGB", (16, 16)).save(tmp_path / "icon.ico")
+    ok = [write_image(tmp_path / f"f.{ext}", (40, 40), fmt=fmt)
+          for ext, fmt in [("gif", "GIF"), ("webp", "WEBP"), ("tif", "TIFF"), ("bmp", "BMP"), ("ppm", "PPM")]]
+    res = rec.predict([*ok, tmp_path / "x.eps", tmp_path / "disguised.jpg", tmp_path / "icon.ico"])
+    status = [s.status for s in res.images]
+    assert status[:5] == ["ok"] * 5
+    assert status[5] == status[6] == ("unreadable: not a readable image (format EPS is not accepted; accepted: "
+                                      "JPEG, PNG, BMP, GIF, TIFF, WEBP, PPM)")
+    assert "format ICO is not accepted" in status[7]
+
+
+@pytest.mark.parametrize("option", [["--batch-size", "0"], ["--frame-stride", "0"], ["--max-frames", "0"],
+                                    ["--max-frames", "-1"]])
+def test_predict_refuses_counts_below_one(option, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(write_image(tmp_path / "a.png")), *option])
+    assert exit_.value.code == 2 and "expected a positive whole number" in capsys.readouterr().err
+
+
+def test_device_auto_and_unavailable_devices(ckpt, tmp_path, capsys):
+    img = str(write_image(tmp_path / "a.png", (64, 64)))
+    assert main(["predict", img, "--checkpoint", str(ckpt), "--detector", "none", "--device", "auto"]) == 0
+    capsys.readouterr()
+    for device, reason in [("cuda:99", "is not available"), ("bogus", "unknown device 'bogus'")]:
+        assert main(["predict", img, "--checkpoint", str(ckpt), "--device", device]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and reason in err[0], err
+    if not torch.cuda.is_available():  # was an AssertionError traceback from torch
+        assert main(["predict", img, "--checkpoint", str(ckpt), "--device", "cuda"]) == 2
+        assert "no CUDA GPUs" in capsys.readouterr().err
+    assert Recognizer(ckpt, detector="none", device="auto").backend.device.type in ("cpu", "cuda")
+
+
+def test_save_annotated_keeps_same_named_files_apart(ckpt, tmp_path):
+    write_image(tmp_path / "col" / "happy" / "001.png", (64, 64), 1)
+    write_image(tmp_path / "col" / "sad" / "001.png", (64, 64), 2)
+    write_image(tmp_path / "col" / "sad" / "001.jpg", (64, 64), 3)
+    assert main(["predict", str(tmp_path / "col"), "--checkpoint", str(ckpt), "--detector", "none",
+                 "--save-annotated", str(tmp_path / "ann"), "--out", str(tmp_path / "r.csv")]) == 0
+    made = sorted(str(p.relative_to(tmp_path / "ann")) for p in (tmp_path / "ann").rglob("*.jpg"))
+    assert made == ["happy/001_annotated.jpg", "sad/001_jpg_annotated.jpg", "sad/001_png_annotated.jpg"]
+    a, b = (np.asarray(Image.open(tmp_path / "ann" / n)) for n in ("happy/001_annotated.jpg",
+                                                                    "sad/001_png_annotated.jpg"))
+    assert np.abs(a.astype(int) - b).mean() > 10  # two different images, not one written twice
+
+
+def test_lists_mixing_paths_pil_images_and_arrays(rec, tmp_path):
+    from fdrl.errors import InputError
+
+    p = write_image(tmp_path / "a.png", (64, 64), 1)
+    im = Image.open(p)
+    arr = np.asarray(im.convert("RGB"))
+    res = rec.predict([im, im])
+    assert [s.image_id for s in res.images] == ["image0", "image1"] and len(res.faces) == 2
+    res = rec.predict([arr, str(p), im, arr[..., ::-1].copy()], bgr=False)
+    assert [s.image_id for s in res.images] == ["array0", str(p), "image2", "array3"]
+    probs = [list(f.probabilities.values()) for f in res.faces]
+    for q in probs[1:3]:
+        np.testing.assert_allclose(q, probs[0], atol=1e-5)
+    res = rec.predict([np.zeros((0, 0, 3), np.uint8), im])  # an empty array: its own status, not a crash
+    assert res.images[0].status.startswith("unreadable: empty image") and res.images[1].status == "ok"
+    with pytest.raises(InputError, match="got int"):
+        rec.predict([im, 3])
+    with pytest.raises(ValueError, match="HxWx3"):
+        rec.predict([im, np.zeros((4, 4, 3), np.float32)])
+
+
+def test_predict_video_releases_capture_and_writer_on_error(rec, tmp_path, monkeypatch):
+    import cv2
+
+    from fdrl.inference.commands import predict_video
+
+    path = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(6):
+        w.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
+    w.release()
+    released = []
+
+    class Tracked:
+        def __init__(self, inner, kind):
+            self.inner, self.kind = inner, kind
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def release(self):
+            released.append(self.kind)
+            self.inner.release()
+
+    capture, writer = cv2.VideoCapture, cv2.VideoWriter
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a: Tracked(capture(*a), "capture"))
+    monkeypatch.setattr(cv2, "VideoWriter", lambda *a: Tracked(writer(*a), "writer"))
+    frames = rec.predict_frames
+
+    def failing(*args, **kwargs):
+        for k, item in enumerate(frames(*args, **kwargs)):
+            if k == 2:
+                raise RuntimeError("mid-video failure")
+            yield item
+
+    monkeypatch.setattr(rec, "predict_frames", failing)
+    with pytest.raises(RuntimeError, match="mid-video"):
+        predict_video(rec, str(path), save_dir=str(tmp_path / "v"))
+    assert sorted(released) == ["capture", "writer"]
+
+
+def test_predict_folder_without_images_is_an_error(ckpt, tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    assert main(["predict", str(tmp_path / "empty"), "--checkpoint", str(ckpt)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert captured.out == "" and len(err) == 1 and "no image files (.jpg" in err[0] and "empty" in err[0]
+    write_image(tmp_path / "full" / "a.png", (64, 64))
+    assert main(["predict", str(tmp_path / "empty"), str(tmp_path / "full"), "--checkpoint", str(ckpt),
+                 "--detector", "none"]) == 0
+    assert f"no image files found under {tmp_path / 'empty'}" in capsys.readouterr().err

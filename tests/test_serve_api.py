@@ -198,3 +198,63 @@ def test_serve_cli_errors_are_one_line(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the serve extra were not installed
     assert main(["serve"]) == 2
     assert "pip install 'fdrl[serve]'" in capsys.readouterr().err
+
+
+def test_a_bad_image_gets_its_status_and_the_others_their_results(ckpt, tmp_path, monkeypatch):
+    """A detector failure (cv2.error on a 3000x1 strip), a TIFF whose decoding raises TypeError, an EPS file (which
+    would run Ghostscript) and an ICO hiding a larger PNG: each its own status, never HTTP 500 for the request."""
+    import cv2
+    from PIL import EpsImagePlugin
+
+    from fdrl.faces import NoDetector
+
+    class FailsOnStrips:
+        name = "none"
+
+        def detect(self, image):
+            if image.height < 4:
+                raise cv2.error("OpenCV(4) resize.cpp: error: (-215:Assertion failed) !dsize.empty()")
+            return NoDetector().detect(image)
+
+    def never(*args, **kwargs):
+        raise AssertionError("Ghostscript must not run on an upload")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", never)
+    rec = Recognizer(ckpt, detector="none")
+    rec.detector = FailsOnStrips()
+    client = Client(create_app(rec))
+    tiff = tmp_path / "bad.tif"
+    Image.new("RGB", (32, 24), (10, 20, 30)).save(tiff, "TIFF")
+    tiff.write_bytes(tiff.read_bytes().replace(struct.pack("<HHI", 273, 4, 1), struct.pack("<HHI", 273, 11, 1)))
+    png, icon = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (3000, 3000)).save(png, "PNG")
+    icon.write(struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png.getvalue()), 22)
+               + png.getvalue())
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
+    r = client.post("/v1/predict", files=[
+        ("files", ("ok.png", write_image(tmp_path / "ok.png", (64, 64)).read_bytes())),
+        ("files", ("strip.png", write_image(tmp_path / "strip.png", (3000, 1)).read_bytes())),
+        ("files", ("bad.tif", tiff.read_bytes())), ("files", ("x.eps", eps)), ("files", ("i.ico", icon.getvalue()))])
+    assert r.status_code == 200
+    status = {s["image_id"]: s["status"] for s in r.json()["images"]}
+    assert status["ok.png"] == "ok" and [f["image_id"] for f in r.json()["faces"]] == ["ok.png"]
+    assert status["strip.png"].startswith("unreadable: face detection failed (error: ")
+    assert status["bad.tif"].startswith("unreadable: not a readable image (TypeError: ")
+    assert status["x.eps"] == ("unreadable: not a readable image (format EPS is not accepted; accepted: JPEG, PNG, "
+                               "BMP, GIF, TIFF, WEBP, PPM)")
+    assert "format ICO is not accepted" in status["i.ico"]
+
+
+def test_unique_names_never_repeat():
+    from fdrl.inference.serve import unique_names
+
+    names = unique_names(["a.jpg", "a.jpg", "a.jpg (2)", None, "upload3"])
+    assert len(set(names)) == 5
+    assert names == ["a.jpg", "a.jpg (3)", "a.jpg (2)", "upload3 (2)", "upload3"]  # a file keeps its own name
+    assert unique_names(["w.jpg"] * 3) == ["w.jpg", "w.jpg (2)", "w.jpg (3)"]
+
+
+def test_serve_device_errors_are_one_line(ckpt, capsys):
+    assert main(["serve", "--checkpoint", str(ckpt), "--device", "cuda:99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "device 'cuda:99' is not available" in err[0]

@@ -119,6 +119,9 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+DEVICE_HELP = "cpu (default), cuda, cuda:N, or auto: a GPU when there is one, as fdrl eval picks it"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fdrl", description="Facial expression recognition with FDRL (CVPR 2021).")
     p.add_argument("--version", action="version", version="fdrl 0.1.0")
@@ -220,10 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
     pd.add_argument("--detector", default=None, choices=DETECTORS,
                     help=f"default: the detector the checkpoint was trained with, else {DEFAULT_DETECTOR}")
-    pd.add_argument("--batch-size", type=int, default=64)
-    pd.add_argument("--device", default="cpu")
-    pd.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")
-    pd.add_argument("--max-frames", type=int, default=None, help="video/camera: stop after N frames")
+    pd.add_argument("--batch-size", type=_positive_int, default=64, metavar="N", help="faces per model call")
+    pd.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    pd.add_argument("--frame-stride", type=_positive_int, default=1, metavar="N", help="video: use every N-th frame")
+    pd.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                    help="video/camera: stop after N frames (default: no limit)")
     pd.set_defaults(func=_cmd_predict)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
@@ -253,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest image in pixels, default 50000000 (checked before decoding: decompression bombs)")
     sv.add_argument("--detector", default=None, choices=DETECTORS,
                     help=f"default: the detector the checkpoint was trained with, else {DEFAULT_DETECTOR}")
-    sv.add_argument("--device", default="cpu")
+    sv.add_argument("--device", default="cpu", help=DEVICE_HELP)
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_cmd_serve)
     return p

@@ -117,7 +117,9 @@ def _downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     scale = min(1.0, max_side / max(pixels.shape[:2]))
     if scale >= 1:
         return pixels, 1.0
-    return cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+    # An explicit size of at least 1 px a side: fx/fy alone round a 3000x1 strip's height to 0 (cv2.error).
+    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), scale
 
 
 class OpenCVDetector:
@@ -326,6 +328,8 @@ class MTCNNLiteDetector:
         import cv2
         import numpy as np
 
+        if min(pixels.shape[:2]) < self.turn_min_face:  # no face that large fits (and a thin strip would shrink
+            return []  # to 0 px below)
         shrink = min(1.0, 48 / self.turn_min_face)  # the smallest face searched is 48 px (O-Net's input) there
         copy = cv2.resize(pixels, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else pixels
         found = []  # (probability, centre, side, eyes) in the pixels of ``pixels``

@@ -11,20 +11,24 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, ImageReadError
 from ..faces import FaceCropper, check_detector_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+# The raster formats decoded (PIL's names): those of IMAGE_EXTENSIONS (PPM covers .pgm) plus GIF; JPEG's opener
+# also reads a phone's multi-picture JPEG (MPO). Any other plugin is refused before it parses the file: EPS would
+# run Ghostscript on it, and an ICO or ICNS header can hide a PNG far larger than the pixel limit checks.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 # Refuse decompression bombs (default PIL limit is ~89 Mpx and only warns below 2x that).
 Image.MAX_IMAGE_PIXELS = 100_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -45,22 +49,63 @@ class Sample:
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image as RGB with EXIF orientation applied; raise :class:`ImageReadError` with a reason."""
     path = os.fspath(path)
-    try:
+    with image_read_errors(), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         if os.path.getsize(path) == 0:
             raise ImageReadError("zero-byte file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                return to_rgb(im)
+        with open_image(path) as im:
+            im.load()
+            return to_rgb(ImageOps.exif_transpose(im))
+
+
+def open_image(source: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
+    """``Image.open`` limited to :data:`IMAGE_FORMATS`; a file of another format is refused by name."""
+    try:
+        return Image.open(source, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError as exc:  # its message names the path or a BytesIO object, not the format
+        found = _sniff_format(source)
+        if found is None:
+            reason = "format not recognised"
+        elif found in IMAGE_FORMATS:  # its signature, but a header the plugin could not parse
+            reason = f"a damaged {found} file"
+        else:
+            reason = f"format {found} is not accepted; accepted: {', '.join(IMAGE_FORMATS)}"
+        raise ImageReadError(f"not a readable image ({reason})") from exc
+
+
+def _sniff_format(source: str | os.PathLike[str] | IO[bytes]) -> str | None:
+    """The PIL format whose signature test accepts the file's first bytes, without opening it with that plugin."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as fh:
+            prefix = fh.read(16)
+    else:
+        source.seek(0)
+        prefix = source.read(16)
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:  # noqa: BLE001 - a plugin's signature test choking on 16 bytes: not that format
+            continue
+    return None
+
+
+@contextmanager
+def image_read_errors() -> Iterator[None]:
+    """Any failure to decode an image -> :class:`ImageReadError` with the reason. PIL's plugins raise more than
+    OSError on malformed files (a corrupted TIFF: TypeError from ``load``), so everything is caught; decompression
+    bombs keep their own message."""
+    try:
+        yield
     except ImageReadError:
         raise
     except FileNotFoundError as exc:
         raise ImageReadError("file not found") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(f"image too large (decompression-bomb limit): {exc}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+    except Exception as exc:  # noqa: BLE001 - TypeError, struct.error, IndexError, ... share no base class
         raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-from ..data.base import VIDEO_EXTENSIONS
+from ..data.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from ..errors import InputError
 
 
 def _is_video(item: str) -> bool:
@@ -43,13 +46,29 @@ def _render(rows: list[dict], fmt: str, json_text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _has_image(folder: Path) -> bool:
+    """Whether ``folder`` holds an image file anywhere below it (stops at the first)."""
+    return any(f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file() for f in folder.rglob("*"))
+
+
+def _check_folders(inputs: list[str], any_video: bool) -> None:
+    """A folder without an image file is named on stderr; when nothing at all is left to read, an InputError
+    (one line, exit 2, as ``fdrl data check`` does for a missing root) instead of an empty table and exit 0."""
+    empty = [i for i in inputs if Path(i).is_dir() and not _has_image(Path(i))]
+    if empty and len(empty) == len(inputs) and not any_video:
+        raise InputError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {', '.join(empty)}")
+    for folder in empty:
+        print(f"fdrl predict: no image files found under {folder}", file=sys.stderr)
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from .recognizer import PredictionResult, Recognizer
 
-    rec = Recognizer(args.checkpoint, detector=args.detector, device=args.device, batch_size=args.batch_size,
-                     model=args.model, tta=args.tta)
     videos = [i for i in args.inputs if _is_video(i)]
     images = [i for i in args.inputs if not _is_video(i)]
+    _check_folders(images, bool(videos))  # before the model loads
+    rec = Recognizer(args.checkpoint, detector=args.detector, device=args.device, batch_size=args.batch_size,
+                     model=args.model, tta=args.tta)
     result = PredictionResult(classes=rec.classes)
     if images:
         result = rec.predict(images)
@@ -74,19 +93,41 @@ def predict_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def annotated_names(image_ids: list[str]) -> dict[str, Path]:
+    """Output names for annotated images: each file's path relative to the folder that holds them all, stem +
+    ``_annotated.jpg``, so ``col/happy/001.png`` and ``col/sad/001.png`` become ``happy/001_annotated.jpg`` and
+    ``sad/001_annotated.jpg`` instead of overwriting each other; files that share a folder and a stem
+    (``a.png``, ``a.jpg``) keep their extension in the name (``a_png_annotated.jpg``)."""
+    full = {i: Path(os.path.abspath(i)) for i in image_ids}  # abspath, not resolve: a link keeps its own name
+    if not full:
+        return {}
+    root = Path(os.path.commonpath(sorted({str(p.parent) for p in full.values()})))
+    stems = Counter(p.with_suffix("") for p in full.values())
+    names: dict[str, Path] = {}
+    taken: set[Path] = set()
+    for i, p in full.items():
+        base = p.relative_to(root).with_name(p.name.replace(".", "_") if stems[p.with_suffix("")] > 1 else p.stem)
+        name, k = base.with_name(base.name + "_annotated.jpg"), 1
+        while name in taken:  # a.png, a.jpg and a_png.bmp: the last one would take a_png's name
+            k += 1
+            name = base.with_name(f"{base.name}_{k}_annotated.jpg")
+        names[i] = name
+        taken.add(name)
+    return names
+
+
 def _save_annotated(result, out_dir: Path) -> None:
     from ..data.base import read_image
     from .recognizer import annotate
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     by_image: dict[str, list] = {}
     for f in result.faces:
         by_image.setdefault(f.image_id, []).append(f)
-    for s in result.images:
-        if s.status.startswith("unreadable"):
-            continue
-        img = annotate(read_image(s.image_id), by_image.get(s.image_id, []))
-        img.save(out_dir / (Path(s.image_id).stem + "_annotated.jpg"), quality=92)
+    readable = [s.image_id for s in result.images if not s.status.startswith("unreadable")]
+    for image_id, name in annotated_names(readable).items():
+        img = annotate(read_image(image_id), by_image.get(image_id, []))
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        img.save(out_dir / name, quality=92)
 
 
 def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = None, save_dir: str | None = None):
@@ -99,49 +140,51 @@ def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = No
 
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     res = PredictionResult(classes=rec.classes)
-    if not cap.isOpened():
-        res.images.append(ImageStatus(source, "unreadable: cannot open video/camera"))
-        return res
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     writer = None
+    try:  # both released however the loop ends (an error mid-video, Ctrl+C on a camera)
+        if not cap.isOpened():
+            res.images.append(ImageStatus(source, "unreadable: cannot open video/camera"))
+            return res
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
-    def frames():
-        idx = 0
-        while max_frames is None or idx < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if idx % stride == 0:
-                yield idx, frame
-            idx += 1
+        def frames():
+            idx = 0
+            while max_frames is None or idx < max_frames:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if idx % stride == 0:
+                    yield idx, frame
+                idx += 1
 
-    t0, n = time.time(), 0
-    tty = sys.stderr.isatty()
-    for idx, frame, faces in rec.predict_frames(frames(), bgr=True):
-        n += 1
-        for f in faces:
-            f.image_id = source
-        res.faces += faces
-        if save_dir:
-            if writer is None:
-                Path(save_dir).mkdir(parents=True, exist_ok=True)
-                out = Path(save_dir) / (Path(source).stem + "_annotated.mp4")
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / stride,
-                                         (frame.shape[1], frame.shape[0]))
-            img = annotate(Image.fromarray(frame[..., ::-1]), faces)
-            writer.write(np.asarray(img)[..., ::-1].copy())
-        rate = n / max(1e-9, time.time() - t0)
-        msg = f"{source}: frame {idx + 1}/{total or '?'} {rate:.1f} frames/s"
+        t0, n = time.time(), 0
+        tty = sys.stderr.isatty()
+        for idx, frame, faces in rec.predict_frames(frames(), bgr=True):
+            n += 1
+            for f in faces:
+                f.image_id = source
+            res.faces += faces
+            if save_dir:
+                if writer is None:
+                    Path(save_dir).mkdir(parents=True, exist_ok=True)
+                    out = Path(save_dir) / (Path(source).stem + "_annotated.mp4")
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / stride,
+                                             (frame.shape[1], frame.shape[0]))
+                img = annotate(Image.fromarray(frame[..., ::-1]), faces)
+                writer.write(np.asarray(img)[..., ::-1].copy())
+            rate = n / max(1e-9, time.time() - t0)
+            msg = f"{source}: frame {idx + 1}/{total or '?'} {rate:.1f} frames/s"
+            if tty:
+                print("\r" + msg, end="", file=sys.stderr)
+            elif n % 100 == 0:
+                print(msg, file=sys.stderr)
         if tty:
-            print("\r" + msg, end="", file=sys.stderr)
-        elif n % 100 == 0:
-            print(msg, file=sys.stderr)
-    if tty:
-        print(file=sys.stderr)
-    cap.release()
-    if writer is not None:
-        writer.release()
+            print(file=sys.stderr)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
     res.images.append(ImageStatus(source, "ok" if res.faces else "no_face", len(res.faces)))
     return res
 

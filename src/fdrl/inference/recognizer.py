@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,9 +22,9 @@ from PIL import Image
 
 from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ..config import Preprocessing
-from ..data.base import IMAGE_EXTENSIONS, ImageReadError, read_image, to_rgb
+from ..data.base import IMAGE_EXTENSIONS, ImageReadError, image_read_errors, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
-from ..errors import InputError
+from ..errors import FdrlError, InputError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from .packaged import DEFAULT_MODEL, DEFAULT_TTA, MODEL_CARDS, PACKAGED_MODELS, TTA_MODES
 
@@ -212,10 +212,61 @@ def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBacken
     return _TorchBackend(path, device)
 
 
+def resolve_inference_device(pref: str) -> torch.device:
+    """``auto`` as ``fdrl eval`` resolves it (a GPU when there is one, else the CPU); a device this machine lacks
+    (``cuda`` on a CPU-only torch, ``cuda:3`` beside one GPU) or a name torch does not know is an
+    :class:`InputError` (one line in the CLI) instead of a traceback from deep inside torch."""
+    from ..engine.runtime import resolve_device
+
+    if pref == "auto":
+        return resolve_device(pref)
+    try:
+        device = torch.device(pref)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {pref!r} (expected cpu, cuda, cuda:N or auto)") from exc
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise InputError(f"device {pref!r} is not available: this machine's torch sees "
+                             f"{count or 'no'} CUDA GPU{'' if count == 1 else 's'}; use cpu, or auto for a GPU "
+                             "when there is one")
+    try:
+        torch.empty(0, device=device)  # an allocation proves any other type (mps, xpu, ...) usable
+    except (RuntimeError, AssertionError) as exc:  # torch's "not compiled with ..." is an AssertionError
+        raise InputError(f"device {pref!r} is not usable here ({_first_line(exc)})") from exc
+    return device
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
+
+
+def _check_array(arr: np.ndarray) -> None:
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.dtype != np.uint8:
+        raise InputError(f"numpy input must be HxWx3 (or HxWx4, or HxW) uint8, got shape {arr.shape} {arr.dtype}")
+
+
+def _array_image(arr: np.ndarray, bgr: bool) -> Image.Image:
+    """A checked HxW, HxWx3 or HxWx4 uint8 array (``bgr``: OpenCV's channel order) as an RGB image."""
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, -1)
+    arr = arr[..., :3]
+    return Image.fromarray(np.ascontiguousarray(arr[..., ::-1] if bgr else arr))
+
+
+def _in_memory(convert: Callable[[], Image.Image]) -> Image.Image | ImageReadError:
+    """An in-memory input as RGB, or the reason it cannot be used (an empty image; a lazily opened file that
+    fails to decode now) in its place, so one bad item does not stop the others."""
+    try:
+        with image_read_errors():
+            image = convert()
+            if image.width == 0 or image.height == 0:
+                raise ImageReadError(f"empty image ({image.width}x{image.height} pixels)")
+            return image
+    except ImageReadError as exc:
+        return exc
 
 
 def iter_image_paths(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
@@ -239,12 +290,14 @@ class Recognizer:
         """``checkpoint``: an fdrl .pt, exported .onnx or TorchScript file; or ``model``: a packaged model's name
         (``PACKAGED_MODELS``); neither: the default packaged model. ``detector=None``: the detector the checkpoint
         was trained with (its preprocessing), else ``DEFAULT_DETECTOR``. ``tta``: ``none``, ``flip`` (2 views) or
-        ``tencrop`` (10 views), probabilities averaged over the views."""
+        ``tencrop`` (10 views), probabilities averaged over the views. ``device``: ``cpu``, ``cuda[:N]`` or
+        ``auto`` (:func:`resolve_inference_device`)."""
         if checkpoint is not None and model is not None:
             raise ValueError("give either checkpoint= or model=, not both")
         if tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
         path = Path(checkpoint) if checkpoint is not None else packaged_checkpoint(model or DEFAULT_MODEL)
+        device = str(resolve_inference_device(device))
         self.tta = tta
         self.backend = open_backend(path, device)
         self.classes: list[str] = list(self.backend.classes)
@@ -293,25 +346,28 @@ class Recognizer:
 
     # ---- API ---------------------------------------------------------------------------------------------
     def _inputs(self, inputs: Any, bgr: bool) -> Iterator[tuple[str, Image.Image | Exception]]:
-        if isinstance(inputs, Image.Image):
-            yield "image0", to_rgb(inputs)
-            return
-        if isinstance(inputs, np.ndarray):
-            arr = inputs
-            if arr.ndim == 2:
-                arr = np.stack([arr] * 3, -1)
-            if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
-                raise ValueError(f"numpy input must be HxWx3 (or HxWx4) uint8, got shape {arr.shape} {arr.dtype}")
-            arr = arr[..., :3]
-            yield "array0", Image.fromarray(np.ascontiguousarray(arr[..., ::-1] if bgr else arr))
-            return
-        if isinstance(inputs, str | os.PathLike):
-            inputs = [inputs]
-        for p in iter_image_paths(inputs):
-            try:
-                yield str(p), read_image(p)
-            except ImageReadError as exc:
-                yield str(p), exc
+        """Each item of ``inputs`` (or ``inputs`` itself) dispatched on its type: a path or folder (walked), a PIL
+        image (id ``image<i>``) or a numpy array (id ``array<i>``), ``i`` its place in the list. Types and array
+        shapes are checked before any image is processed; a bad image becomes an exception in its place."""
+        single = isinstance(inputs, Image.Image | np.ndarray | str | os.PathLike)
+        items = [inputs] if single else list(inputs)
+        for item in items:
+            if isinstance(item, np.ndarray):
+                _check_array(item)
+            elif not isinstance(item, Image.Image | str | os.PathLike):
+                raise InputError(f"predict() takes paths, folders, PIL images and HxWx3 uint8 numpy arrays (or a "
+                                 f"list of them), got {type(item).__name__}")
+        for i, item in enumerate(items):
+            if isinstance(item, Image.Image):
+                yield f"image{i}", _in_memory(lambda item=item: to_rgb(item))
+            elif isinstance(item, np.ndarray):
+                yield f"array{i}", _in_memory(lambda item=item: _array_image(item, bgr))
+            else:
+                for p in iter_image_paths([item]):
+                    try:
+                        yield str(p), read_image(p)
+                    except ImageReadError as exc:
+                        yield str(p), exc
 
     def predict_tensor(self, batch: torch.Tensor) -> PredictionResult:
         """Pre-cropped faces, no detection: a (B, C, H, W) batch, each item one face filling the frame, uint8
@@ -348,8 +404,9 @@ class Recognizer:
                           None if a is None else [float(v) for v in a], frame)
 
     def predict(self, inputs: Any, bgr: bool = False) -> PredictionResult:
-        """Faces found by the detector in photos (paths, folders, PIL images, HxWx3 uint8 numpy arrays), each
-        classified; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``). A tensor is
+        """Faces found by the detector in photos (paths, folders, PIL images, HxWx3 uint8 numpy arrays, or a list
+        mixing them), each classified; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``,
+        also for an image the detector fails on), so one bad image never costs the others' results. A tensor is
         refused: it used to be taken as an already-cropped face, so the same photo answered differently as a
         tensor and as a file; :meth:`predict_tensor` is the explicit call for pre-cropped faces."""
         if isinstance(inputs, torch.Tensor):
@@ -373,11 +430,18 @@ class Recognizer:
                                                    None if alpha is None else alpha[i]))
             pending.clear()
 
+        import cv2
+
         for iid, image in items:
             if isinstance(image, Exception):
                 res.images.append(ImageStatus(iid, f"unreadable: {image}"))
                 continue
-            faces, crops = self._faces(image)
+            try:
+                faces, crops = self._faces(image)
+            except (FdrlError, cv2.error) as exc:  # this image is unusable; a bug elsewhere keeps its traceback
+                res.images.append(ImageStatus(iid, f"unreadable: face detection failed "
+                                                   f"({type(exc).__name__}: {_first_line(exc)})"))
+                continue
             res.images.append(ImageStatus(iid, "ok" if faces else "no_face", len(faces)))
             pending.extend((iid, k, f, c) for k, (f, c) in enumerate(zip(faces, crops, strict=True)))
             if len(pending) >= self.batch_size:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
@@ -35,7 +35,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..data.base import ImageReadError, to_rgb
+from ..data.base import ImageReadError, image_read_errors, open_image, to_rgb
 from .recognizer import Recognizer
 
 MB = 2**20
@@ -53,25 +53,17 @@ class Limits:
 
 def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
     """An uploaded file as RGB with EXIF orientation applied; :class:`ImageReadError` with the reason, raised
-    before any pixel is decoded when the header claims more than ``max_pixels``."""
+    before any pixel is decoded when the header claims more than ``max_pixels``, or when the file is not one of
+    the raster formats in :data:`~fdrl.data.base.IMAGE_FORMATS` (EPS would run Ghostscript on it)."""
     if not data:
         raise ImageReadError("zero-byte file")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageReadError(f"{im.width}x{im.height} pixels ({im.width * im.height / 1e6:.1f} M) is over "
-                                     f"this server's limit of {max_pixels / 1e6:.1f} M pixels per image "
-                                     f"(fdrl serve --max-pixels)")
-            im.load()
-            return to_rgb(ImageOps.exif_transpose(im))
-    except ImageReadError:
-        raise
-    except UnidentifiedImageError as exc:  # its message names a BytesIO object, of no use to the sender
-        raise ImageReadError("not a readable image (format not recognised)") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"image too large (decompression-bomb limit): {exc}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+    with image_read_errors(), open_image(io.BytesIO(data)) as im:
+        if im.width * im.height > max_pixels:
+            raise ImageReadError(f"{im.width}x{im.height} pixels ({im.width * im.height / 1e6:.1f} M) is over "
+                                 f"this server's limit of {max_pixels / 1e6:.1f} M pixels per image "
+                                 f"(fdrl serve --max-pixels)")
+        im.load()
+        return to_rgb(ImageOps.exif_transpose(im))
 
 
 def _decoded(uploads: list[tuple[str, bytes]], max_pixels: int) -> Iterator[tuple[str, Image.Image | Exception]]:
@@ -84,13 +76,20 @@ def _decoded(uploads: list[tuple[str, bytes]], max_pixels: int) -> Iterator[tupl
 
 
 def unique_names(names: list[str | None]) -> list[str]:
-    """Upload file names as image ids; repeats (every webcam frame is ``webcam.jpg``) get `` (2)``, `` (3)``..."""
-    seen: dict[str, int] = {}
+    """Upload file names as image ids, every one distinct: the first file of each name keeps it, a repeat (every
+    webcam frame is ``webcam.jpg``) or a nameless file (``upload<i>``) gets the first free `` (2)``, `` (3)``...
+    that no upload is literally called."""
+    literal = {n for n in names if n}
+    taken: set[str] = set()
     out = []
     for i, name in enumerate(names):
-        name = name or f"upload{i}"
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+        base = name or f"upload{i}"
+        new, k = base, 1
+        while new in taken or (new != name and new in literal):
+            k += 1
+            new = f"{base} ({k})"
+        taken.add(new)
+        out.append(new)
     return out
 
 
