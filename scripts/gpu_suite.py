@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """One-command GPU suite: FDRL vs its baseline twin x seeds on FER2013, side by side on one GPU, in one call.
 
-Protocol (fixed, never overridable): train on Training, select the epoch on PublicTest (``data.val_split=val``),
-report PublicTest; no other split is packed, sent or read. Steps:
+Protocol (fixed, never overridable): train on ``train/fit``, select the epoch on ``train/holdout`` (10 % of
+Training, carved on the device, seeded by each run's ``train.seed``), then evaluate the selected checkpoint
+(best.pt) and last.pt once on PublicTest (``data.test_split=publictest``) and report that test figure, with the
+holdout figure beside it. PublicTest is FER2013's test figure in this project (our data README; PrivateTest is
+withheld), so it never selects or tunes anything (``fdrl.data.registry.is_test_split``). Only Training and
+PublicTest are packed, sent or read. Steps:
 
     python scripts/gpu_suite.py pack --root ../shared/data/fer2013 --out .gpu_pack     # here, once
     python scripts/gpu_suite.py pack ... --trunk dlib       # also dlib's face trunk (fp16) for --recipe dlib
@@ -14,8 +18,10 @@ report PublicTest; no other split is packed, sent or read. Steps:
 both models while it builds the tensor cache once, probes the throughput of all runs side by side for a few steps,
 chooses the epoch count that fits ``--budget-s`` BEFORE training (so the cosine schedule is the one it reports),
 then trains FDRL and baseline x seeds concurrently under a wall-clock guard. As each run ends it rewrites
-``results.md``, ``summaries.json`` and ``runs_tail.log`` and re-packs the best FDRL checkpoint (by PublicTest
-accuracy; fp16, no optimiser state) in parts of at most 15 MiB, so a timeout still returns everything so far.
+``results.md``, ``summaries.json`` and ``runs_tail.log`` and re-packs the best FDRL checkpoint (by holdout
+accuracy, never by test; fp16, no optimiser state) in parts of at most 15 MiB, so a timeout still returns
+everything so far (a run the guard stopped has its holdout figures but no test figure: the trainer's final
+evaluation never ran, and the suite does not evaluate on test itself).
 What comes back from the device machine is at most 8 files, 16 MiB each, 2 folders deep: this script writes 7.
 
 Recipes (``--recipe``): ``scratch`` trains ResNet-18 from scratch (``configs/fer2013.yaml``, 48 px, small stem);
@@ -73,10 +79,15 @@ MAX_OUT_FILES = 8
 OUT_FILE_LIMIT = 16 * 2**20
 PART_BYTES = 15 * 2**20
 CKPT_DIR, CKPT_NAME = "checkpoint", "fdrl_best.pt"
+HOLDOUT_FRACTION = 0.1  # of Training, per class: the validation split every run selects its epoch on
 
+# The protocol: fit on train/fit, select on train/holdout (carved by train.seed), test once on PublicTest.
+PROTOCOL = ("data.train_split=train/fit", "data.val_split=train/holdout", f"data.val_fraction={HOLDOUT_FRACTION}",
+            "data.test_split=publictest", "train.select=val")
 # Keys the suite owns: the protocol and the per-run settings it sets itself.
-PROTECTED = ("data.dataset", "data.root", "data.train_split", "data.val_split", "data.test_split", "data.cache",
-             "data.cache_dir", "train.epochs", "train.seed", "train.device", "train.max_steps_per_epoch",
+PROTECTED = ("data.dataset", "data.root", "data.train_split", "data.val_split", "data.test_split",
+             "data.val_fraction", "train.select", "data.cache", "data.cache_dir", "train.epochs", "train.seed",
+             "train.device", "train.max_steps_per_epoch",
              "train.batch_size", "train.amp", "model.stem", "data.preprocessing.input_size",  # 4 flags
              "model.pretrained_path")  # the packed trunk (--recipe)
 
@@ -300,14 +311,36 @@ class Run:
                 break  # a line being written
         return rows
 
+    def summary(self) -> dict[str, Any] | None:
+        """The trainer's summary.json (written once, at the end of the run); None before that."""
+        f = self.dir / "summary.json"
+        try:
+            return json.loads(f.read_text()) if f.is_file() else None
+        except json.JSONDecodeError:
+            return None  # being written
+
     def result(self) -> dict[str, Any] | None:
-        """The selected (first best PublicTest accuracy) epoch, as best.pt holds it; also for stopped runs."""
+        """The epoch selected on train/holdout (first best val accuracy, as best.pt holds it; also for stopped
+        runs) and, once the trainer has finished, that checkpoint's test (PublicTest) figures as its summary.json
+        reports them: the suite never evaluates on test itself, so a run stopped by the guard has none."""
         rows = [r for r in self.metrics() if "val_accuracy" in r]
         if not rows:
             return None
         best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the first, as the trainer's strict ">"
-        return {"val_accuracy": best["val_accuracy"], "val_mean_class_accuracy": best["val_mean_class_accuracy"],
-                "best_epoch": best["epoch"], "epochs_done": len(rows), "last_val_accuracy": rows[-1]["val_accuracy"]}
+        res: dict[str, Any] = {
+            "val_accuracy": best["val_accuracy"], "val_mean_class_accuracy": best["val_mean_class_accuracy"],
+            "best_epoch": best["epoch"], "epochs_done": len(rows), "last_val_accuracy": rows[-1]["val_accuracy"],
+            "test_split": None, "test_accuracy": None, "test_mean_class_accuracy": None, "last_test_accuracy": None}
+        s = self.summary()
+        if s is not None and s.get("selected"):
+            sel = s[s["selected"]]  # best.pt: the suite sets train.select=val
+            res.update(selected=s["selected"], best_epoch=sel["epoch"], val_accuracy=sel["val_accuracy"],
+                       val_mean_class_accuracy=sel["val_mean_class_accuracy"],
+                       test_split=s["config"]["data"]["test_split"], test_accuracy=s.get("test_accuracy"),
+                       test_mean_class_accuracy=s.get("test_mean_class_accuracy"),
+                       num_test_samples=sel.get("num_test_samples"),
+                       last_test_accuracy=s.get("last", {}).get("test_accuracy"))
+        return res
 
     def tail(self, lines: int = 30) -> str:
         text = self.log.read_text(errors="replace").splitlines() if self.log.is_file() else ["(no log)"]
@@ -363,9 +396,9 @@ class Probe:
     """Per-run costs measured with every run side by side (the slowest run's figures)."""
 
     step_s: float  # one training step
-    epoch_overhead_s: float  # validation on PublicTest + checkpoint writes, per epoch
+    epoch_overhead_s: float  # validation on train/holdout + checkpoint writes, per epoch
     startup_s: float  # process start to the first step (imports, CUDA, cache read)
-    finish_s: float  # last epoch to process exit
+    finish_s: float  # last epoch to process exit (best.pt and last.pt on PublicTest)
 
 
 def measure(runs: list[Run], steps: int) -> Probe:
@@ -403,36 +436,41 @@ def _mean_std(values: list[float], signed: bool = False) -> str:
     return f"{100 * statistics.mean(values):{'+' if signed else ''}.2f}{sd}"
 
 
+# (Run.result key, column name): the headline test figures first, the holdout figure they were selected on beside.
+TABLE_METRICS = (("test_accuracy", "test acc (PublicTest)"), ("test_mean_class_accuracy", "test mean-class"),
+                 ("val_accuracy", "val acc (train/holdout)"))
+
+
 def results_markdown(runs: list[Run], header: list[str]) -> str:
-    """Per-seed rows, mean ± std over seeds and the paired FDRL − baseline difference (PublicTest = val)."""
+    """Per-seed rows, mean ± std over complete pairs and the paired FDRL − baseline differences: test = PublicTest
+    (best.pt, evaluated once by the trainer), val = train/holdout (what best.pt was selected on)."""
     seeds = sorted({r.seed for r in runs})
     by = {(r.variant, r.seed): r for r in runs}
-    lines = [*header, "",
-             "| seed | baseline acc | FDRL acc | FDRL − baseline | baseline mean-class | FDRL mean-class | diff "
-             "| best epoch (baseline / FDRL) | epochs done | wall s | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    cols: dict[str, list[float]] = {k: [] for k in ("b", "f", "d", "bm", "fm", "dm")}
+    names = " | ".join(f"baseline {name} | FDRL {name} | diff" for _, name in TABLE_METRICS)
+    lines = [*header, "", f"| seed | {names} | best epoch (baseline / FDRL) | epochs done | wall s | status |",
+             "|---" * (5 + 3 * len(TABLE_METRICS)) + "|"]
+    cols: dict[str, tuple[list[float], list[float], list[float]]] = {k: ([], [], []) for k, _ in TABLE_METRICS}
     for seed in seeds:
         b, f = by.get(("baseline", seed)), by.get(("fdrl", seed))
-        rb, rf = (b.result() if b else None), (f.result() if f else None)
-        pair = rb is not None and rf is not None
-        acc = (rb or {}).get("val_accuracy"), (rf or {}).get("val_accuracy")
-        mca = (rb or {}).get("val_mean_class_accuracy"), (rf or {}).get("val_mean_class_accuracy")
-        diff = f"{100 * (acc[1] - acc[0]):+.2f}" if pair else "–"
-        dm = f"{100 * (mca[1] - mca[0]):+.2f}" if pair else "–"
-        if pair and all(r.status == "done" for r in (b, f) if r):
-            for k, v in zip(cols, (acc[0], acc[1], acc[1] - acc[0], mca[0], mca[1], mca[1] - mca[0]), strict=True):
-                cols[k].append(v)
+        rb, rf = (b.result() if b else None) or {}, (f.result() if f else None) or {}
+        complete = all(r is not None and r.status == "done" for r in (b, f)) and \
+            all(x.get(k) is not None for x in (rb, rf) for k, _ in TABLE_METRICS)
+        cells = []
+        for k, _ in TABLE_METRICS:
+            vb, vf = rb.get(k), rf.get(k)
+            d = None if vb is None or vf is None else vf - vb
+            cells.append(f"{_pct(vb)} | {_pct(vf)} | {'–' if d is None else f'{100 * d:+.2f}'}")
+            if complete:
+                for col, v in zip(cols[k], (vb, vf, d), strict=True):
+                    col.append(v)
         ends = [r for r in (b, f) if r]
         wall = " / ".join(f"{(r.ended or time.time()) - r.started:.0f}" if r.started else "–" for r in ends)
-        lines.append(f"| {seed} | {_pct(acc[0])} | {_pct(acc[1])} | {diff} | {_pct(mca[0])} | {_pct(mca[1])} | {dm} "
-                     f"| {(rb or {}).get('best_epoch', '–')} / {(rf or {}).get('best_epoch', '–')} "
-                     f"| {(rb or {}).get('epochs_done', 0)} / {(rf or {}).get('epochs_done', 0)} | {wall} "
+        lines.append(f"| {seed} | {' | '.join(cells)} | {rb.get('best_epoch', '–')} / {rf.get('best_epoch', '–')} "
+                     f"| {rb.get('epochs_done', 0)} / {rf.get('epochs_done', 0)} | {wall} "
                      f"| {' / '.join(r.status for r in ends)} |")
-    n = len(cols["d"])
-    lines.append(f"| mean ± std ({n} complete pair{'s' if n != 1 else ''}) | {_mean_std(cols['b'])} | "
-                 f"{_mean_std(cols['f'])} | {_mean_std(cols['d'], True)} | {_mean_std(cols['bm'])} | "
-                 f"{_mean_std(cols['fm'])} | {_mean_std(cols['dm'], True)} | | | | |")
+    n = len(cols[TABLE_METRICS[0][0]][2])
+    means = " | ".join(f"{_mean_std(c[0])} | {_mean_std(c[1])} | {_mean_std(c[2], True)}" for c in cols.values())
+    lines.append(f"| mean ± std ({n} complete pair{'s' if n != 1 else ''}) | {means} | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -493,10 +531,9 @@ class Suite:
         self.info["wall_s"] = round(self.elapsed(), 1)
         runs = {}
         for r in self.all_runs:
-            s = r.dir / "summary.json"
             runs[r.name] = {"variant": r.variant, "seed": r.seed, "status": r.status, "result": r.result(),
                             "wall_s": round((r.ended or time.time()) - r.started, 1) if r.started else None,
-                            "summary": json.loads(s.read_text()) if s.is_file() else None, "history": r.metrics()}
+                            "summary": r.summary(), "history": r.metrics()}
         write_atomic(self.out / "summaries.json", json.dumps({"suite": self.info, "runs": runs}, indent=1) + "\n")
         write_atomic(self.out / "runs_tail.log", "".join(f"==> {r.name} ({r.status})\n{r.tail()}\n\n"
                                                          for r in self.all_runs if r.started))
@@ -506,18 +543,21 @@ class Suite:
         i, plan = self.info, self.info.get("plan", {})
         cmd = plan.get("command_example", "(not started)")
         return [f"# GPU suite: FDRL vs baseline on FER2013, recipe {self.args.recipe} ({self.configs['fdrl']}; "
-                "train: Training; select and report: PublicTest)", "",
+                "train: train/fit; select: train/holdout; test: PublicTest)", "",
                 f"- machine: {i.get('machine', '?')}; torch {i.get('torch', '?')}; suite wall time "
                 f"{self.elapsed():.0f} s of a {i['budget_s']} s budget",
                 f"- epochs: {plan.get('epochs', '?')} (requested {plan.get('requested_epochs', '?')}; "
                 f"{plan.get('why', '')}); {plan.get('steps_per_epoch', '?')} steps of batch "
                 f"{plan.get('batch_size', '?')}; {plan.get('parallel', '?')} runs side by side",
                 f"- each run: `{cmd}`",
-                "- accuracy = PublicTest accuracy of the epoch selected on PublicTest (best.pt); mean ± std over "
-                "seeds whose two runs both completed; all figures in %"]
+                f"- test = PublicTest accuracy of best.pt, the epoch selected on val = train/holdout "
+                f"({HOLDOUT_FRACTION:.0%} of Training per class, carved by the run's seed), evaluated once by the "
+                "trainer at the end of the run (summary.json; a run stopped by the guard has no test figure); "
+                "mean ± std over seeds whose two runs both completed; all figures in %"]
 
     def package_best(self) -> None:
-        """The best FDRL run's best.pt as fp16 without optimiser state, in parts (only when the best changed)."""
+        """The best.pt of the FDRL run best on train/holdout (never chosen by test) as fp16 without optimiser state,
+        in parts (only when the best changed); its PublicTest figures ride along once the trainer reported them."""
         from fdrl.checkpoint import slim_checkpoint
 
         done = [(r.result(), r) for r in self.main_runs if r.variant == "fdrl" and r.status != "running"
@@ -532,12 +572,14 @@ class Suite:
         path = self.work / CKPT_NAME
         slim = slim_checkpoint(best.dir / "best.pt", path, half=True)
         # the checkpoint's own epoch and figures: a run stopped between its metrics line and its save holds the last
-        meta = {"run": best.name, "seed": best.seed, "epoch": slim["epoch"],
-                **{k: slim["metrics"].get(k) for k in ("val_accuracy", "val_mean_class_accuracy")}}
+        meta = {"run": best.name, "seed": best.seed, "epoch": slim["epoch"], "val_split": "train/holdout",
+                **{k: slim["metrics"].get(k) for k in ("val_accuracy", "val_mean_class_accuracy")},
+                **{k: res[k] for k in ("test_split", "test_accuracy", "test_mean_class_accuracy")}}
         info = split_file(path, self.out / CKPT_DIR, meta)
         self.packaged = key
-        self.log(f"packed {best.name} best.pt (epoch {meta['epoch']}, PublicTest {_pct(meta['val_accuracy'])} %) "
-                 f"as fp16: {info['bytes'] / 2**20:.1f} MiB in {len(info['parts'])} part(s)")
+        self.log(f"packed {best.name} best.pt (epoch {meta['epoch']}, holdout {_pct(meta['val_accuracy'])} %, "
+                 f"PublicTest {_pct(meta['test_accuracy'])} %) as fp16: {info['bytes'] / 2**20:.1f} MiB in "
+                 f"{len(info['parts'])} part(s)")
 
     @property
     def configs(self) -> dict[str, str]:
@@ -555,7 +597,7 @@ class Suite:
                 "train.channels_last=true", f"train.batch_size={a.batch_size}", f"optim.lr={lr:g}",
                 "train.eval_batch_size=1024", f"train.num_threads={threads}", "train.log_every=1000",
                 "report.tsne=false", "report.plots=false", *a.overrides,
-                f"data.root={data_root}", "data.train_split=train", "data.val_split=val", "data.test_split=null",
+                f"data.root={data_root}", *PROTOCOL,
                 "data.cache=true", f"data.cache_dir={self.work / 'cache'}", f"train.device={a.device}"]
 
     def scaled_lr(self) -> float:
@@ -650,15 +692,19 @@ def _stages(s: Suite, args: argparse.Namespace, seeds: list[int], parallel: int,
     from fdrl.engine.trainer import load_splits
 
     deadline = s.t0 + args.budget_s - args.reserve_s
-    # 1. CUDA smoke run (both models, a few steps on a few images, no cache) while a thread builds the cache once.
+    # 1. CUDA smoke run (both models, a few steps on a few images, no cache) while a thread builds the cache once:
+    # PublicTest, and train/fit + train/holdout of every seed (each seed carves its own holdout).
     built: dict[str, Any] = {}
 
     def build_cache() -> None:
         try:
             t = time.time()
-            splits = load_splits(load_config(REPO / s.configs["fdrl"], common), lambda m: s.log(f"cache: {m}"))
-            built["n_train"] = len(splits["train"])
-            s.log(f"tensor cache built once in {time.time() - t:.1f} s ({built['n_train']} training images)")
+            for seed in seeds:
+                cfg = load_config(REPO / s.configs["fdrl"], [*common, f"train.seed={seed}"])
+                splits = load_splits(cfg, lambda m: s.log(f"cache: {m}"))
+                built.setdefault("n_train", len(splits["train"]))
+            s.log(f"tensor cache built once in {time.time() - t:.1f} s ({built['n_train']} train/fit images per "
+                  f"seed, seeds {seeds})")
         except Exception as exc:  # noqa: BLE001  (reported by the main thread)
             built["error"] = exc
 
@@ -822,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
             info = join_parts(Path(args.parts), Path(args.out))
             print(f"{args.out}: {info['bytes']} bytes, sha256 {info['sha256']} verified ({len(info['parts'])} parts; "
                   f"run {info.get('run')}, epoch {info.get('epoch')}, "
-                  f"PublicTest {_pct(info.get('val_accuracy'))} %)")
+                  f"holdout {_pct(info.get('val_accuracy'))} %, PublicTest {_pct(info.get('test_accuracy'))} %)")
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -86,17 +86,39 @@ def test_smoke_run_on_cpu_end_to_end(fer_tree, tmp_path):
     summaries = json.loads((out / "summaries.json").read_text())
     assert {k: v["status"] for k, v in summaries["runs"].items()} == {"baseline_s0": "done", "fdrl_s0": "done"}
     cfg = summaries["runs"]["fdrl_s0"]["summary"]["config"]
-    assert (cfg["data"]["train_split"], cfg["data"]["val_split"], cfg["data"]["test_split"]) == ("train", "val", None)
+    assert (cfg["data"]["train_split"], cfg["data"]["val_split"], cfg["data"]["test_split"]) == \
+        ("train/fit", "train/holdout", "publictest")
+    assert cfg["data"]["val_fraction"] == 0.1 and cfg["train"]["select"] == "val"
     assert cfg["model"]["stem"] == "small" and cfg["train"]["epochs"] == 2
     assert "planner check" in log
+    tail = (out / "runs_tail.log").read_text()  # 21 Training = 14 fit + 7 holdout (one per class); 14 PublicTest
+    assert "data train: fer2013/train/fit: 14 samples" in tail and "data val: fer2013/train/holdout: 7 samples" in tail
+    assert "data test: fer2013/publictest: 14 samples" in tail
     table = (out / "results.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| 0 |"))
-    assert row.count("done") == 2 and "–" not in row.split("|")[4]  # the paired difference is there
+    row = next(line for line in table.splitlines() if line.startswith("| 0 |")).split(" | ")
+    assert row[-1].count("done") == 2
+    for i, variant in ((1, "baseline"), (2, "fdrl")):
+        run = summaries["runs"][f"{variant}_s0"]
+        summary, res = run["summary"], run["result"]
+        # the headline is the trainer's test figure of best.pt, the epoch the holdout selected
+        assert summary["selected"] == "best" and summary["best"]["num_test_samples"] == 14
+        best = max(run["history"], key=lambda h: h["val_accuracy"])
+        assert summary["best"]["epoch"] == best["epoch"] == res["best_epoch"]
+        assert res["val_accuracy"] == best["val_accuracy"] == summary["best"]["val_accuracy"]
+        assert res["test_accuracy"] == summary["test_accuracy"] == summary["best"]["test_accuracy"]
+        assert res["test_split"] == "publictest"
+        assert row[i] == gs._pct(summary["test_accuracy"]) and row[i + 6] == gs._pct(best["val_accuracy"])
+    assert "–" not in row[3] and "–" not in row[9]  # the paired test and holdout differences are there
+    assert "test: PublicTest" in table and "val acc (train/holdout)" in table and "test acc (PublicTest)" in table
     parts = sorted((out / gs.CKPT_DIR).glob("*.part*"))
     assert parts and all(p.stat().st_size <= gs.PART_BYTES for p in parts)
     joined = tmp_path / "fdrl_best.pt"
     assert gs.main(["join", "--parts", str(out / gs.CKPT_DIR), "--out", str(joined)]) == 0
     loaded = fdrl.load_checkpoint(joined)
+    meta = json.loads((out / gs.CKPT_DIR / f"{gs.CKPT_NAME}.json").read_text())
+    fdrl_summary = summaries["runs"]["fdrl_s0"]["summary"]
+    assert meta["epoch"] == fdrl_summary["best"]["epoch"] and meta["val_split"] == "train/holdout"
+    assert (meta["test_split"], meta["test_accuracy"]) == ("publictest", fdrl_summary["best"]["test_accuracy"])
     assert loaded.raw["model_name"] == "fdrl_resnet18" and "optimizer_state" not in loaded.raw
     assert all(v.dtype == torch.float16 for v in loaded.raw["model_state"].values() if v.is_floating_point())
     parts[0].write_bytes(parts[0].read_bytes()[:-1] + b"\0")  # one damaged byte
@@ -141,10 +163,22 @@ def test_dlib_recipe_packs_the_face_trunk_and_fine_tunes_it_on_cpu(fer_tree, tmp
         gs.packed_trunk(pack, "dlib")
 
 
-def test_run_refuses_protocol_overrides(tmp_path, capsys):
-    rc = gs.main(["run", "--pack", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu",
-                  "--set", "data.val_split=test"])
-    assert rc == 2 and "--set data.val_split: set by the suite" in capsys.readouterr().err
+@pytest.mark.parametrize("item", ["data.val_split=val", "data.test_split=test", "data.val_fraction=0.5",
+                                  "train.select=last"])
+def test_run_refuses_protocol_overrides(tmp_path, capsys, item):
+    rc = gs.main(["run", "--pack", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu", "--set", item])
+    assert rc == 2 and f"--set {item.split('=')[0]}: set by the suite" in capsys.readouterr().err
+
+
+def test_protocol_selects_on_holdout_and_tests_on_publictest():
+    """The suite's own split keys: no test split selects, PublicTest is the test split (the library agrees)."""
+    from fdrl.data.registry import is_test_split
+
+    keys = dict(item.split("=", 1) for item in gs.PROTOCOL)
+    assert keys["data.train_split"] == "train/fit" and keys["data.val_split"] == "train/holdout"
+    assert keys["data.test_split"] == "publictest" and keys["train.select"] == "val"
+    assert not is_test_split("fer2013", keys["data.val_split"]) and is_test_split("fer2013", keys["data.test_split"])
+    assert all(k.startswith(gs.PROTECTED) for k in keys)
 
 
 def test_plan_epochs_fits_the_budget():
@@ -157,20 +191,45 @@ def test_plan_epochs_fits_the_budget():
     assert gs.plan_epochs(40, probe, 112, seconds_left=10)[0] == 0
 
 
+def _fake_run(tmp_path, variant, seed, val, test, status="done"):
+    """A finished (or stopped) run: metrics.jsonl with two epochs, the second best on holdout; a done run's
+    summary.json holds the trainer's PublicTest figures of best.pt."""
+    r = gs.Run(f"{variant}_s{seed}", variant, seed, tmp_path / f"{variant}_s{seed}", [],
+               gs.RECIPES["scratch"][variant], status=status, started=1.0, ended=2.0)
+    r.dir.mkdir()
+    rows = [{"epoch": 1, "val_accuracy": val - 0.1, "val_mean_class_accuracy": 0.4},
+            {"epoch": 2, "val_accuracy": val, "val_mean_class_accuracy": 0.5}]
+    (r.dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    if status == "done":
+        best = {"epoch": 2, "val_accuracy": val, "val_mean_class_accuracy": 0.5, "test_accuracy": test,
+                "test_mean_class_accuracy": test - 0.1, "num_test_samples": 3589}
+        summary = {"selected": "best", "best": best, "last": best, "test_accuracy": test,
+                   "test_mean_class_accuracy": test - 0.1, "config": {"data": {"test_split": "publictest"}}}
+        (r.dir / "summary.json").write_text(json.dumps(summary))
+    return r
+
+
 def test_results_table_pairs_seeds(tmp_path):
+    """Headline: the test (PublicTest) accuracy of the holdout-selected epoch; holdout accuracy beside it."""
     runs = []
-    for seed, (b, f) in enumerate([(0.60, 0.62), (0.61, 0.62)]):
-        for variant, acc in (("baseline", b), ("fdrl", f)):
-            r = gs.Run(f"{variant}_s{seed}", variant, seed, tmp_path / f"{variant}_s{seed}", [],
-                       gs.RECIPES["scratch"][variant], status="done", started=1.0, ended=2.0)
-            r.dir.mkdir()
-            rows = [{"epoch": 1, "val_accuracy": acc - 0.1, "val_mean_class_accuracy": 0.4},
-                    {"epoch": 2, "val_accuracy": acc, "val_mean_class_accuracy": 0.5}]
-            (r.dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
-            runs.append(r)
+    for seed, (b, f) in enumerate([((0.60, 0.58), (0.62, 0.61)), ((0.61, 0.57), (0.62, 0.60))]):
+        for variant, (val, test) in (("baseline", b), ("fdrl", f)):
+            runs.append(_fake_run(tmp_path, variant, seed, val, test))
     table = gs.results_markdown(runs, ["# t"])
-    assert "| 0 | 60.00 | 62.00 | +2.00 |" in table and "| 1 | 61.00 | 62.00 | +1.00 |" in table
-    assert "| mean ± std (2 complete pairs) | 60.50 ± 0.71 | 62.00 ± 0.00 | +1.50 ± 0.71 |" in table
+    assert "| seed | baseline test acc (PublicTest) | FDRL test acc (PublicTest) | diff |" in table
+    assert "| baseline val acc (train/holdout) | FDRL val acc (train/holdout) | diff |" in table
+    assert "| 0 | 58.00 | 61.00 | +3.00 | 48.00 | 51.00 | +3.00 | 60.00 | 62.00 | +2.00 | 2 / 2 |" in table
+    assert "| 1 | 57.00 | 60.00 | +3.00 | 47.00 | 50.00 | +3.00 | 61.00 | 62.00 | +1.00 | 2 / 2 |" in table
+    assert "| mean ± std (2 complete pairs) | 57.50 ± 0.71 | 60.50 ± 0.71 | +3.00 ± 0.00 |" in table
+    assert "| 60.50 ± 0.71 | 62.00 ± 0.00 | +1.50 ± 0.71 | | | | |" in table
+
+
+def test_results_table_stopped_run_has_holdout_but_no_test_figure(tmp_path):
+    runs = [_fake_run(tmp_path, "baseline", 0, 0.60, 0.58),
+            _fake_run(tmp_path, "fdrl", 0, 0.62, None, status="stopped by the guard after epoch 2")]
+    table = gs.results_markdown(runs, ["# t"])
+    assert "| 0 | 58.00 | – | – | 48.00 | – | – | 60.00 | 62.00 | +2.00 | 2 / 2 |" in table
+    assert "| mean ± std (0 complete pairs) | – | – | – |" in table
 
 
 class _Cmd(gs.Run):
