@@ -352,14 +352,20 @@ def test_predict_outputs_class_order_lf_csv_plural_and_score_help(ckpt, tmp_path
     assert "score: the face detector's confidence" in " ".join(capsys.readouterr().out.split())
 
 
-def test_predict_video(ckpt, tmp_path, capsys):
+def _write_clip(path):
+    """A 6-frame 64x48 MJPG clip of flat grey frames."""
     import cv2
 
-    path = tmp_path / "clip.avi"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     for i in range(6):
         w.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
     w.release()
+    return path
+
+
+def test_predict_video(ckpt, tmp_path, capsys):
+
+    path = _write_clip(tmp_path / "clip.avi")
     assert main(["predict", str(path), "--checkpoint", str(ckpt), "--detector", "none", "--format", "csv",
                  "--frame-stride", "2", "--save-annotated", str(tmp_path / "v")]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
@@ -653,11 +659,7 @@ def test_predict_video_releases_capture_and_writer_on_error(rec, tmp_path, monke
 
     from fdrl.inference.commands import predict_video
 
-    path = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for i in range(6):
-        w.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
-    w.release()
+    path = _write_clip(tmp_path / "clip.avi")
     released = []
 
     class Tracked:
