@@ -97,9 +97,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     full = train(load_config(None, TINY), tmp_path / "full")
     with pytest.raises(TrainingStopped):
         train(load_config(None, [*TINY, "train.stop_after_steps=8"]), tmp_path / "killed")  # mid epoch 2
-    assert json.loads((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    log = tmp_path / "killed" / "metrics.jsonl"
+    assert json.loads(log.read_text().splitlines()[-1])["epoch"] == 1
+    with log.open("a") as fh:  # killed after writing epoch 2's row, before its last.pt
+        fh.write(json.dumps({"epoch": 2, "epoch_seconds": 1e6, "val_accuracy": -1.0}) + "\n")
     resumed = train(load_config(None, TINY), tmp_path / "killed", resume=True)
     assert resumed["final_weights_digest"] == full["final_weights_digest"]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["val_accuracy"] >= 0  # one row per epoch, the real one
+    assert resumed["train_seconds"] < 1e6
     a = fdrl.load_checkpoint(tmp_path / "full" / "last.pt", with_criterion=True)
     b = fdrl.load_checkpoint(tmp_path / "killed" / "last.pt", with_criterion=True)
     torch.testing.assert_close(a.criterion.feature_centres, b.criterion.feature_centres, rtol=0, atol=0)

@@ -14,6 +14,7 @@ Design points (each one a bug research code ships):
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -184,6 +185,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
         start_epoch, best_acc, history = resume_from(out / "last.pt", cfg, model, criterion, optimizer, scheduler,
                                                      scaler)
         log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
+        if info.main:
+            _trim_log(out, start_epoch)
     commit = git_commit()
     net = wrap_model(model, t.channels_last, t.compile, info, device)
     transform = BatchTransform(prep.mean, prep.std, cfg.data.augment)
@@ -253,6 +256,17 @@ def resume_from(path: Path, cfg: TrainConfig, model: nn.Module, criterion: nn.Mo
     if ck.get("scaler_state"):
         scaler.load_state_dict(ck["scaler_state"])
     return ck["epoch"], ck["best_val_accuracy"], list(ck["history"])
+
+
+def _trim_log(out: Path, epochs_done: int) -> None:
+    """Drop metrics.jsonl rows of epochs after ``last.pt``'s: a run killed between writing an epoch's row and its
+    checkpoint redoes that epoch on resume, and a second row would count its time twice and fork the curves."""
+    f = out / "metrics.jsonl"
+    if f.is_file():
+        rows = [line for line in f.read_text().splitlines() if line and json.loads(line)["epoch"] <= epochs_done]
+        tmp = f.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(r + "\n" for r in rows))
+        os.replace(tmp, f)
 
 
 def _log_row(out: Path, row: dict[str, Any], tb: Any) -> None:
