@@ -356,6 +356,7 @@ def _write_clip(path):
     """A 6-frame 64x48 MJPG clip of flat grey frames."""
     import cv2
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     for i in range(6):
         w.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
@@ -631,6 +632,14 @@ def test_save_annotated_keeps_same_named_files_apart(ckpt, tmp_path):
     a, b = (np.asarray(Image.open(tmp_path / "ann" / n)) for n in ("happy/001_annotated.jpg",
                                                                     "sad/001_png_annotated.jpg"))
     assert np.abs(a.astype(int) - b).mean() > 10  # two different images, not one written twice
+
+
+def test_annotated_videos_with_one_name_in_two_folders_both_survive(ckpt, tmp_path):
+    clips = [_write_clip(tmp_path / d / "clip.avi") for d in ("a", "b")]
+    assert main(["predict", *map(str, clips), "--checkpoint", str(ckpt), "--detector", "none", "--max-frames", "2",
+                 "--save-annotated", str(tmp_path / "ann"), "--out", str(tmp_path / "r.csv")]) == 0
+    assert sorted(str(p.relative_to(tmp_path / "ann")) for p in (tmp_path / "ann").rglob("*.mp4")) == [
+        "a/clip_annotated.mp4", "b/clip_annotated.mp4"]
 
 
 def test_lists_mixing_paths_pil_images_and_arrays(rec, tmp_path):

@@ -74,8 +74,10 @@ def predict_command(args: argparse.Namespace) -> int:
         result = rec.predict(images)
         if args.save_annotated:
             _save_annotated(result, Path(args.save_annotated))
+    names = annotated_names(videos)  # clip.mp4 in two folders: two outputs
     for v in videos:
-        vres = predict_video(rec, v, args.frame_stride, args.max_frames, args.save_annotated)
+        vres = predict_video(rec, v, args.frame_stride, args.max_frames, args.save_annotated,
+                             names[v].with_suffix(".mp4"))
         result.faces += vres.faces
         result.images += vres.images
     text = _render(result.rows(), args.format, result.to_json())
@@ -130,7 +132,8 @@ def _save_annotated(result, out_dir: Path) -> None:
         img.save(out_dir / name, quality=92)
 
 
-def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = None, save_dir: str | None = None):
+def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = None, save_dir: str | None = None,
+                  save_name: Path | None = None):
     """Decode with OpenCV (file or camera index), classify every ``stride``-th frame, optional annotated video."""
     import cv2
     import numpy as np
@@ -167,8 +170,8 @@ def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = No
             res.faces += faces
             if save_dir:
                 if writer is None:
-                    Path(save_dir).mkdir(parents=True, exist_ok=True)
-                    out = Path(save_dir) / (Path(source).stem + "_annotated.mp4")
+                    out = Path(save_dir) / (save_name or Path(Path(source).stem + "_annotated.mp4"))
+                    out.parent.mkdir(parents=True, exist_ok=True)
                     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / stride,
                                              (frame.shape[1], frame.shape[0]))
                 img = annotate(Image.fromarray(frame[..., ::-1]), faces)
