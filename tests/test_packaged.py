@@ -79,7 +79,7 @@ def _ship_model():
     return mod
 
 
-def test_ship_model_writes_fp16_without_optimiser_and_refuses_test_split_runs(tmp_path, capsys):
+def test_ship_model_writes_fp16_without_optimiser_and_refuses_runs_selected_on_a_test_split(tmp_path, capsys):
     import fdrl
     from fdrl.checkpoint import atomic_save, make_checkpoint, read_checkpoint
     from fdrl.config import Preprocessing
@@ -88,7 +88,7 @@ def test_ship_model_writes_fp16_without_optimiser_and_refuses_test_split_runs(tm
     model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean")
     opt = torch.optim.Adam(model.parameters())
     prep = Preprocessing(input_size=40, grayscale=True, source_size=32)
-    run = {"data": {"dataset": "fer2013", "val_split": "val", "test_split": None}}
+    run = {"data": {"dataset": "fer2013", "val_split": "train/holdout", "test_split": "publictest"}}
     atomic_save(make_checkpoint(model, CLASSES, prep, optimizer=opt, config=run), tmp_path / "best.pt")
     ship = _ship_model()
     assert ship.main(["--checkpoint", str(tmp_path / "best.pt"), "--name", "fer2013", "--out-dir", str(tmp_path)]) == 0
@@ -98,10 +98,11 @@ def test_ship_model_writes_fp16_without_optimiser_and_refuses_test_split_runs(tm
     assert all(v.dtype == torch.float16 for v in raw["model_state"].values() if v.is_floating_point())
     rec = Recognizer(tmp_path / PACKAGED_MODELS["fer2013"], detector="none")
     assert rec.prep.source_size == 32 and rec.classes == CLASSES
-    run["data"]["test_split"] = "test"
-    atomic_save(make_checkpoint(model, CLASSES, prep, config=run), tmp_path / "tested.pt")
-    with pytest.raises(SystemExit, match="also evaluated test split 'test'"):
-        ship.main(["--checkpoint", str(tmp_path / "tested.pt"), "--name", "fer2013", "--out-dir", str(tmp_path)])
+    for val in ("val", "publictest"):  # FER2013's PublicTest under both names: the test split here
+        run["data"].update(val_split=val, test_split=None)
+        atomic_save(make_checkpoint(model, CLASSES, prep, config=run), tmp_path / "tested.pt")
+        with pytest.raises(SystemExit, match=f"selected the checkpoint on fer2013's test split '{val}'"):
+            ship.main(["--checkpoint", str(tmp_path / "tested.pt"), "--name", "fer2013", "--out-dir", str(tmp_path)])
 
 
 def test_ferplus_model_by_name_with_contempt(tmp_path, capsys):
