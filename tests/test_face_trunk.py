@@ -95,7 +95,11 @@ def test_input_size_below_the_trunks_minimum_is_refused_naming_the_key():
 @pytest.mark.parametrize("name", ["fer2013_dlib", "ferplus_dlib", "fer2013_dlib_long", "ferplus_dlib_long"])
 def test_dlib_configs_record_dlibs_preprocessing_and_differ_only_in_the_model(name):
     fd, base = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}_baseline.yaml")
-    assert fd.data.test_split is None and fd.data.val_split == "val"  # select on the official val half only
+    splits = (fd.data.train_split, fd.data.val_split, fd.data.test_split)
+    if fd.data.dataset == "fer2013":  # PublicTest is the test figure: select on a holdout carved from Training
+        assert splits == ("train/fit", "train/holdout", "publictest")
+    else:  # FERPlus: its own validation split (FER2013Valid); FER2013Test is withheld
+        assert splits == ("train", "val", None)
     prep = fd.data.preprocessing
     assert prep.input_size == 112 and prep.grayscale
     assert prep.mean == pytest.approx(PIXEL_MEAN, abs=1e-12) and prep.std == pytest.approx(PIXEL_STD, abs=1e-12)
