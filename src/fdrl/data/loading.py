@@ -79,9 +79,10 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[s
     train_ids = set(out["train"].ids)
     for role in ("val", "test"):
         if role in out:
-            check_disjoint(train_ids, out[role], role, getattr(d, role + "_split"))
+            split = getattr(d, role + "_split")
+            check_disjoint(train_ids, out[role], role, split)
             if list(out[role].classes) != list(out["train"].classes):  # a label index would name another class
-                raise TrainingError(f"{role} split {getattr(d, role + '_split')!r} has classes "
+                raise TrainingError(f"{role} split {split!r} has classes "
                                     f"{list(out[role].classes)}, train has {list(out['train'].classes)}: every "
                                     f"split needs the same classes (a folder tree: the same class folders in each "
                                     f"split, or data.options.classes=[...] to fix the list)")
