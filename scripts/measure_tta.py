@@ -31,10 +31,11 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=None)
 
 
-def refuse_test_split(dataset: str, split: str) -> None:
-    """Stop on a test split: the figures of these scripts choose defaults (the TTA mode, a prior correction)."""
+def refuse_test_split(dataset: str, split: str, purpose: str = "choose a default from these figures") -> None:
+    """Stop on a test split: the figures of these scripts choose defaults (the TTA mode, a prior correction, the
+    face margin)."""
     try:
-        registry.refuse_test_split(dataset, split, "choose a default from these figures")
+        registry.refuse_test_split(dataset, split, purpose)
     except DataError as exc:
         raise SystemExit(f"--split {split}: {exc}") from None
 
