@@ -247,6 +247,33 @@ def test_eval_command_writes_report(tmp_path, capsys):
     assert overlap["train_overlap"] == 96  # evaluating on the training split is counted and warned about
 
 
+def test_devices_a_machine_lacks_are_one_line_errors(tmp_path, capsys):
+    """``cuda`` on a CPU-only torch fell back to the CPU in training and ended in torch's AssertionError in eval;
+    ``cuda:99`` asserted deep inside torch. Now one :class:`DeviceError` naming the device, in every command."""
+    from fdrl.cli import main
+    from fdrl.engine.runtime import resolve_device
+    from fdrl.errors import DeviceError, InputError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    lacking = ["cuda:99", "bogus"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
+    for name in lacking:
+        with pytest.raises(DeviceError, match=repr(name)) as err:
+            resolve_device(name)
+        assert isinstance(err.value, ConfigError) and isinstance(err.value, InputError)
+    with pytest.raises(DeviceError, match="'cuda:99' is not available"):
+        train(load_config(None, [*TINY, "train.device=cuda:99"]), tmp_path / "never")
+    assert not (tmp_path / "never" / "last.pt").exists()
+    train(load_config(None, [*TINY, "train.epochs=1", "report.plots=false"]), tmp_path / "run")
+    capsys.readouterr()
+    for name in lacking:
+        code = main(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--dataset", "synthetic",
+                     "--split", "test", "--device", name, "--out", str(tmp_path / "ev"),
+                     "--option", "eval_size=21", "--option", "image_size=32"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and repr(name) in err[0], err
+
+
 @pytest.mark.parametrize("dataset", ["ckplus", "mmi"])
 def test_kfold_protocol_reports_mean_and_std(tmp_path, dataset):
     from fdrl.cli import main

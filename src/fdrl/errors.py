@@ -49,6 +49,11 @@ class InputError(FdrlError, ValueError):
     """An argument to the Python API whose type, shape or value range does not fit the call."""
 
 
+class DeviceError(ConfigError, InputError):
+    """A device this machine lacks (``cuda`` on a CPU-only torch, ``cuda:3`` beside one GPU) or a name torch does
+    not know; both a config error (``train.device``) and an API argument error (``Recognizer(device=...)``)."""
+
+
 class ImageReadError(FdrlError):
     """An image (or video frame) that cannot be decoded, or holds no face; the message is the reason."""
 

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import DeviceError
+
 # train.amp -> autocast dtype; "none" (absent) is full precision. The one map of precision names; "auto" is
 # resolved per device by resolve_amp.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -30,27 +32,50 @@ class DistInfo:
         return self.rank == 0
 
 
-def _wants_cuda(pref: str) -> bool:
-    return (torch.cuda.is_available() and pref in ("auto", "cuda")) or pref.startswith("cuda:")
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this rank's GPU when there is one, else the CPU; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
-    if not _wants_cuda(pref):
-        return torch.device("cpu")
-    device = torch.device(pref if pref.startswith("cuda:") else f"cuda:{local_rank}")
-    torch.cuda.set_device(device)
+    """``auto`` -> this rank's GPU when there is one, else the CPU; ``cpu``, ``cuda`` (this rank's GPU) and
+    ``cuda:N`` as given. A device this machine lacks or a name torch does not know is a :class:`DeviceError`
+    (one line in the CLI), never a silent fall-back to the CPU or an assertion from deep inside torch."""
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(pref)
+    except RuntimeError as exc:
+        raise DeviceError(f"unknown device {pref!r} (expected cpu, cuda, cuda:N or auto)") from exc
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        device = device if device.index is not None else torch.device("cuda", local_rank)
+        if device.index >= count:
+            raise DeviceError(f"device {pref!r} is not available: this machine's torch sees "
+                              f"{count or 'no'} CUDA GPU{'' if count == 1 else 's'}; use cpu, or auto for a GPU "
+                              "when there is one")
+        torch.cuda.set_device(device)
+        return device
+    try:
+        torch.empty(0, device=device)  # an allocation proves any other type (mps, xpu, ...) usable
+    except (RuntimeError, AssertionError) as exc:  # torch's "not compiled with ..." is an AssertionError
+        raise DeviceError(f"device {pref!r} is not usable here ({_first_line(exc)})") from exc
     return device
 
 
 def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
-    """Join the process group that ``torchrun`` describes in the environment (if any) and pick the device."""
+    """Pick this rank's device, then join the process group that ``torchrun`` describes in the environment (if
+    any): NCCL between GPUs, gloo otherwise."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_pref, local_rank)
     info = DistInfo()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if _wants_cuda(device_pref) else "gloo")
-        info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    return info, resolve_device(device_pref, info.local_rank)
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
+    return info, device
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:

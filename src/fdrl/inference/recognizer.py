@@ -24,6 +24,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, image_read_errors, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
+from ..engine.runtime import resolve_device
 from ..errors import FdrlError, InputError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from .packaged import DEFAULT_MODEL, DEFAULT_TTA, MODEL_CARDS, PACKAGED_MODELS, TTA_MODES
@@ -212,31 +213,6 @@ def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBacken
     return _TorchBackend(path, device)
 
 
-def resolve_inference_device(pref: str) -> torch.device:
-    """``auto`` as ``fdrl eval`` resolves it (a GPU when there is one, else the CPU); a device this machine lacks
-    (``cuda`` on a CPU-only torch, ``cuda:3`` beside one GPU) or a name torch does not know is an
-    :class:`InputError` (one line in the CLI) instead of a traceback from deep inside torch."""
-    from ..engine.runtime import resolve_device
-
-    if pref == "auto":
-        return resolve_device(pref)
-    try:
-        device = torch.device(pref)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {pref!r} (expected cpu, cuda, cuda:N or auto)") from exc
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise InputError(f"device {pref!r} is not available: this machine's torch sees "
-                             f"{count or 'no'} CUDA GPU{'' if count == 1 else 's'}; use cpu, or auto for a GPU "
-                             "when there is one")
-    try:
-        torch.empty(0, device=device)  # an allocation proves any other type (mps, xpu, ...) usable
-    except (RuntimeError, AssertionError) as exc:  # torch's "not compiled with ..." is an AssertionError
-        raise InputError(f"device {pref!r} is not usable here ({_first_line(exc)})") from exc
-    return device
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
@@ -291,13 +267,14 @@ class Recognizer:
         (``PACKAGED_MODELS``); neither: the default packaged model. ``detector=None``: the detector the checkpoint
         was trained with (its preprocessing), else ``DEFAULT_DETECTOR``. ``tta``: ``none``, ``flip`` (2 views) or
         ``tencrop`` (10 views), probabilities averaged over the views. ``device``: ``cpu``, ``cuda[:N]`` or
-        ``auto`` (:func:`resolve_inference_device`)."""
+        ``auto`` (:func:`fdrl.engine.runtime.resolve_device`; a device this machine lacks is a
+        :class:`~fdrl.errors.DeviceError`)."""
         if checkpoint is not None and model is not None:
             raise ValueError("give either checkpoint= or model=, not both")
         if tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
         path = Path(checkpoint) if checkpoint is not None else packaged_checkpoint(model or DEFAULT_MODEL)
-        device = str(resolve_inference_device(device))
+        device = str(resolve_device(device))
         self.tta = tta
         self.backend = open_backend(path, device)
         self.classes: list[str] = list(self.backend.classes)
