@@ -375,6 +375,25 @@ def test_bad_images_are_counted_or_strict(tmp_path):
         decode_dataset(ds, 48, False)
 
 
+def test_a_lenient_runs_cache_does_not_make_a_strict_run_lenient(tmp_path):
+    """on_error is not part of the cache key (the decoded pixels are the same), so a strict run that finds the
+    cache of an on_error=skip run must still refuse the images that run skipped, not train without them."""
+    root = tmp_path / "faces"
+    write_image(root / "happy" / "ok.jpg", (64, 64))
+    write_image(root / "sad" / "ok2.jpg", (64, 64))
+    (root / "sad" / "text.jpg").write_text("not an image")
+    lenient = create_dataset("folder", str(root), "all")
+    logged: list[str] = []
+    first = decode_dataset(lenient, 32, True, cache_dir=str(tmp_path / "cache"), log=logged.append)
+    assert len(first) == 2 and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    again: list[str] = []
+    second = decode_dataset(lenient, 32, True, cache_dir=str(tmp_path / "cache"), log=again.append)
+    assert second.skipped == first.skipped and again == logged and "skipped 1 unreadable" in again[0]
+    strict = create_dataset("folder", str(root), "all", on_error="strict")
+    with pytest.raises(DataError, match="text.jpg"):
+        decode_dataset(strict, 32, True, cache_dir=str(tmp_path / "cache"))
+
+
 def test_cache_round_trip(tmp_path):
     ds = create_dataset("synthetic", None, "val", num_samples=21)
     a = decode_dataset(ds, 40, True, cache_dir=str(tmp_path))

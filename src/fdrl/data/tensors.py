@@ -85,6 +85,22 @@ def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool, source_
     return h.hexdigest()[:16]
 
 
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _report_skipped(ds: FERDataset, skipped: list[tuple[str, str]], log) -> None:
+    """Images that failed to decode (beyond those the listing already skipped): a :class:`DataError` in
+    ``on_error="strict"`` mode, else one log line with the count and the first."""
+    fresh = skipped[len(ds.skipped):]
+    if not fresh:
+        return
+    if ds.on_error == "strict":
+        where, why = fresh[0]
+        raise DataError(f"{ds.name}: {where}: {why}")
+    log(f"{ds.name}/{ds.split}: skipped {len(fresh)} unreadable image(s), e.g. {fresh[0]}")
+
+
 def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = False,
                    cache_dir: str | None = None, log=print, source_size: int | None = None) -> TensorSet:
     """Decode every image of ``ds`` (or read the cache); unreadable images are skipped and reported."""
@@ -96,17 +112,17 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
         path = Path(cache_dir) / f"{ds.name}-{ds.split.replace('/', '_')}-{size}{'g' if grayscale else 'c'}-{key}.pt"
         if path.is_file():
             d = torch.load(path, weights_only=True)
-            return TensorSet(d["images"], d["targets"], d["labels"], d["ids"], ds.classes,
-                             [tuple(x) for x in d["skipped"]])
+            skipped = [tuple(x) for x in d["skipped"]]
+            _report_skipped(ds, skipped, log)  # a cache built by a lenient run must not make a strict one lenient
+            return TensorSet(d["images"], d["targets"], d["labels"], d["ids"], ds.classes, skipped)
     arrays, targets, labels, ids = [], [], [], []
     skipped = list(ds.skipped)
     for i, s in enumerate(ds.samples):
         try:
             arr = pil_to_array(ds.load(i), size, grayscale, source_size)
         except ImageReadError as exc:
-            if ds.on_error == "strict":
-                raise DataError(f"{ds.name}: {s.path or s.id}: {exc}") from exc
             skipped.append((s.path or s.id, str(exc)))
+            _report_skipped(ds, skipped, _quiet)
             continue
         arrays.append(arr)
         targets.append(ds.target(i, soft=soft))
@@ -117,9 +133,7 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
     images = torch.from_numpy(np.stack(arrays))
     tgt = torch.from_numpy(np.stack(targets)) if soft and ds.has_soft_targets else torch.tensor(labels)
     out = TensorSet(images, tgt, torch.tensor(labels), ids, ds.classes, skipped)
-    if len(skipped) > len(ds.skipped):
-        log(f"{ds.name}/{ds.split}: skipped {len(skipped) - len(ds.skipped)} unreadable image(s), "
-            f"e.g. {skipped[len(ds.skipped)]}")
+    _report_skipped(ds, skipped, log)
     if path is not None:
         atomic_save({"images": images, "targets": out.targets, "labels": out.labels, "ids": ids,
                      "skipped": [list(x) for x in skipped]}, path)  # concurrent runs may build the same cache
