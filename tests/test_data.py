@@ -375,6 +375,34 @@ def test_bad_images_are_counted_or_strict(tmp_path):
         decode_dataset(ds, 48, False)
 
 
+def test_high_bit_depth_images_keep_their_brightness(tmp_path):
+    """16-bit images were stretched by their own maximum (a dark 16-bit photo came out bright, unlike the same
+    photo at 8 bits) and a 0-1 float TIFF decoded black. Each is read at its format's full scale now, through the
+    same reader the data sets and `fdrl predict` use."""
+    from PIL import Image
+
+    from fdrl.data.base import read_image
+
+    eight = np.tile(np.linspace(0, 100, 64), (64, 1))  # a dark photo: nothing above 100 of 255
+    cases = {"dark16.png": (np.rint(eight * 257).astype(np.uint16), None),
+             "dark16.tif": (np.rint(eight * 257).astype(np.uint16), None),
+             "unit_float.tif": ((eight / 255).astype(np.float32), None),
+             "byte_float.tif": (eight.astype(np.float32), None),
+             "nan_float.tif": ((eight / 255).astype(np.float32), (0, 0))}
+    for name, (arr, nan_at) in cases.items():
+        if nan_at is not None:
+            arr[nan_at] = np.nan
+        Image.fromarray(arr).save(tmp_path / name)
+        got = np.asarray(read_image(tmp_path / name).convert("L"), dtype=np.float64)
+        want = np.rint(eight)
+        if nan_at is not None:
+            want[nan_at] = 0
+        assert got.shape == (64, 64) and np.abs(got - want).max() <= 1, (name, got.max())
+    bright = np.full((8, 8), 65535, np.uint16)
+    Image.fromarray(bright).save(tmp_path / "white16.png")
+    assert np.asarray(read_image(tmp_path / "white16.png").convert("L")).min() == 255
+
+
 def test_a_lenient_runs_cache_does_not_make_a_strict_run_lenient(tmp_path):
     """on_error is not part of the cache key (the decoded pixels are the same), so a strict run that finds the
     cache of an on_error=skip run must still refuse the images that run skipped, not train without them."""

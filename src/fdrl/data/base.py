@@ -109,13 +109,24 @@ def image_read_errors() -> Iterator[None]:
         raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
+def _full_scale(mode: str, hi: float) -> float:
+    """The value that means white in a high-bit-depth image: 65535 for 16-bit modes (a dark 16-bit photo stays
+    dark: the scale is the format's, not the image's maximum); 32-bit integers by the smallest of 255 / 65535 that
+    holds the data (PIL's mode ``I`` carries either), else their own maximum; floats 1.0 when within 0-1, else 255."""
+    if mode.startswith("I;16"):
+        return 65535.0
+    if mode == "F":
+        return 1.0 if hi <= 1.0 else 255.0
+    return 255.0 if hi <= 255 else 65535.0 if hi <= 65535 else float(hi)
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode (palette, alpha, CMYK, 16-bit, grayscale) -> 8-bit RGB."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    """Any PIL mode (palette, alpha, CMYK, 16-bit, 32-bit integer or float, grayscale) -> 8-bit RGB."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
-        hi = arr.max() if arr.size else 1.0
-        arr = (arr / (hi if hi > 255 else 255.0) * 255.0) if hi > 0 else arr
-        im = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
+        hi = float(np.nanmax(arr)) if arr.size and not np.isnan(arr).all() else 0.0
+        arr = np.nan_to_num(arr, nan=0.0) * (255.0 / _full_scale(im.mode, hi))
+        im = Image.fromarray(np.rint(arr).clip(0, 255).astype(np.uint8), "L")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
