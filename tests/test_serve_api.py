@@ -189,6 +189,43 @@ def test_concurrent_requests_reach_the_model_one_at_a_time(ckpt, tmp_path):
     assert peak == 1 and len(threads) == 1 and threads.pop().startswith("fdrl-inference")
 
 
+def test_requests_beyond_max_pending_get_503_and_the_rest_their_answers(ckpt, tmp_path):
+    """Waiting uploads sit in memory, so the queue is bounded: with the model busy, requests beyond
+    ``max_pending`` are refused at once with 503 and Retry-After; those admitted are all answered."""
+    rec = Recognizer(ckpt, detector="none")
+    release, inner, calls = threading.Event(), rec.predict_images, []
+
+    def held(items):
+        calls.append(1)
+        assert release.wait(10), "the test never released the model"
+        return inner(items)
+
+    rec.predict_images = held
+    app = create_app(rec, Limits(max_pending=3))
+    image = write_image(tmp_path / "a.png", (40, 40), 1).read_bytes()
+
+    async def burst():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            post = [asyncio.create_task(c.post("/v1/predict", files=[("files", (f"{i}.png", image))]))
+                    for i in range(5)]
+            for _ in range(500):  # until the admitted three are in and the two others answered
+                await asyncio.sleep(0.01)
+                if sum(t.done() for t in post) == 2:
+                    break
+            refused = [t.result() for t in post if t.done()]
+            healthy = await c.get("/health")  # the event loop still answers while the model is busy
+            release.set()
+            return refused, healthy, await asyncio.gather(*post)
+
+    refused, healthy, responses = asyncio.run(burst())
+    assert [r.status_code for r in refused] == [503, 503] and refused[0].headers["retry-after"] == "1"
+    assert "--max-pending" in refused[0].json()["error"] and healthy.status_code == 200
+    assert healthy.json()["limits"]["max_pending"] == 3
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 503, 503] and len(calls) == 3
+    after = Client(app).post("/v1/predict", files=[("files", ("b.png", image))])  # the count went back down
+    assert after.status_code == 200
+
+
 def test_serve_cli_errors_are_one_line(capsys, monkeypatch):
     import sys
 

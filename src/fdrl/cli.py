@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest request body in MiB, default 32 (larger: HTTP 413)")
     sv.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
                     help="largest image in pixels, default 50000000 (checked before decoding: decompression bombs)")
+    sv.add_argument("--max-pending", type=_positive_int, default=None, metavar="N",
+                    help="predict requests in progress at once (read, queued or running), default 16 "
+                         "(more: HTTP 503 with Retry-After)")
     sv.add_argument("--detector", default=None, choices=DETECTORS,
                     help=f"default: the detector the checkpoint was trained with, else {DEFAULT_DETECTOR}")
     sv.add_argument("--device", default="cpu", help=DEVICE_HELP)

@@ -7,8 +7,9 @@
 The model is loaded once. Decoding and inference run in one worker thread, so requests are served one at a
 time by the model (torch and onnxruntime use several cores for each), while the event loop keeps accepting
 connections and answering ``/health``. Limits: the request body (413 above ``max_upload_bytes``, checked from
-``Content-Length`` and again while reading), files per request, and pixels per image (a header check before
-decoding, against decompression bombs: a few kB of PNG can claim gigapixels).
+``Content-Length`` and again while reading), files per request, pixels per image (a header check before
+decoding, against decompression bombs: a few kB of PNG can claim gigapixels), and predict requests in progress
+(503 with ``Retry-After`` above ``max_pending``: waiting uploads are held in memory, so the queue is bounded).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Limits:
     max_upload_bytes: int = 32 * MB  # the whole request body (the CLI's help repeats these two defaults)
     max_pixels: int = 50_000_000  # per image (a 50-megapixel photo decodes to 150 MB of RGB)
     max_files: int = 64
+    max_pending: int = 16  # predict requests being read, queued or run at once; more: 503 (bounds the memory
+    # held by waiting uploads to about max_pending x max_upload_bytes)
 
 
 def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
@@ -152,7 +155,20 @@ def create_app(recognizer: Recognizer, limits: Limits = Limits()) -> Starlette:
                              "classes": recognizer.classes, "detector": recognizer.detector.name,
                              "input_size": recognizer.prep.input_size, "limits": asdict(limits)})
 
+    pending = 0  # predict requests in progress; the event loop is one thread, so a plain counter is safe
+
     async def predict(request: Request) -> Response:
+        nonlocal pending
+        if pending >= limits.max_pending:
+            raise HTTPException(503, f"this server is busy: {pending} requests are in progress, its limit "
+                                     "(fdrl serve --max-pending); retry shortly", headers={"Retry-After": "1"})
+        pending += 1
+        try:
+            return await _predict(request)
+        finally:
+            pending -= 1
+
+    async def _predict(request: Request) -> Response:
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             raise HTTPException(415, "send the images as multipart/form-data, one file part each (field name "
@@ -194,6 +210,8 @@ def serve_command(args: argparse.Namespace) -> int:
         limits = replace(limits, max_upload_bytes=int(args.max_upload_mb * MB))
     if args.max_pixels is not None:
         limits = replace(limits, max_pixels=args.max_pixels)
+    if args.max_pending is not None:
+        limits = replace(limits, max_pending=args.max_pending)
     app = create_app(recognizer, limits)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"fdrl serve: warning: listening on {args.host}: anyone who can reach it can use the model "
