@@ -33,6 +33,12 @@ def unknown_name(kind: str, name: str, known: Iterable[str],
                  + f" (available: {', '.join(known)})")
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a library's message, cut short: the detail without its C++ stack."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
 class ConfigError(FdrlError, ValueError):
     """A config key or value that does not exist or does not fit."""
 

@@ -85,13 +85,10 @@ def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool, source_
     return h.hexdigest()[:16]
 
 
-def _quiet(msg: str) -> None:
-    pass
-
-
 def _report_skipped(ds: FERDataset, skipped: list[tuple[str, str]], log) -> None:
-    """Images that failed to decode (beyond those the listing already skipped): a :class:`DataError` in
-    ``on_error="strict"`` mode, else one log line with the count and the first."""
+    """Images that failed to decode (beyond those the listing already skipped): one log line with the count and
+    the first; a :class:`DataError` in ``on_error="strict"`` mode, for skips read from a cache that a lenient run
+    built (a fresh strict decode stops at the first unreadable image)."""
     fresh = skipped[len(ds.skipped):]
     if not fresh:
         return
@@ -121,8 +118,9 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
         try:
             arr = pil_to_array(ds.load(i), size, grayscale, source_size)
         except ImageReadError as exc:
+            if ds.on_error == "strict":
+                raise DataError(f"{ds.name}: {s.path or s.id}: {exc}") from exc
             skipped.append((s.path or s.id, str(exc)))
-            _report_skipped(ds, skipped, _quiet)
             continue
         arrays.append(arr)
         targets.append(ds.target(i, soft=soft))

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import DeviceError
+from ..errors import DeviceError, first_line
 
 # train.amp -> autocast dtype; "none" (absent) is full precision. The one map of precision names; "auto" is
 # resolved per device by resolve_amp.
@@ -30,11 +30,6 @@ class DistInfo:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
@@ -61,7 +56,7 @@ def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     try:
         torch.empty(0, device=device)  # an allocation proves any other type (mps, xpu, ...) usable
     except (RuntimeError, AssertionError) as exc:  # torch's "not compiled with ..." is an AssertionError
-        raise DeviceError(f"device {pref!r} is not usable here ({_first_line(exc)})") from exc
+        raise DeviceError(f"device {pref!r} is not usable here ({first_line(exc)})") from exc
     return device
 
 

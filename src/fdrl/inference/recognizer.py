@@ -25,7 +25,7 @@ from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, image_read_errors, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
 from ..engine.runtime import resolve_device
-from ..errors import FdrlError, InputError
+from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from .packaged import DEFAULT_MODEL, DEFAULT_TTA, MODEL_CARDS, PACKAGED_MODELS, TTA_MODES
 
@@ -137,12 +137,6 @@ class _TorchBackend:
         return out.logits.float().cpu().numpy(), None if out.alpha is None else out.alpha.float().cpu().numpy()
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of a runtime's message, cut short: the detail without its C++ stack."""
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:limit]
-
-
 class _OnnxBackend:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         import onnxruntime as ort
@@ -155,7 +149,7 @@ class _OnnxBackend:
         except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, NoSuchFile, Fail, ... share no base class
             raise CheckpointError(f"{self.path}: not a readable ONNX model "
                                   f"(expected a file written by `fdrl export --format onnx`): "
-                                  f"{_first_line(exc)}") from exc
+                                  f"{first_line(exc)}") from exc
         meta = read_onnx_metadata(self.session)
         self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
         self.fixed_batch = meta["fixed_batch"]
@@ -167,7 +161,7 @@ class _OnnxBackend:
         except Exception as exc:  # noqa: BLE001 - InvalidArgument (shape, type) and Fail have no common base
             expected = self.session.get_inputs()[0].shape
             raise CheckpointError(f"{self.path}: the ONNX model expects input 'images' of shape {expected} "
-                                  f"(float32), got {list(x.shape)}: {_first_line(exc)}") from exc
+                                  f"(float32), got {list(x.shape)}: {first_line(exc)}") from exc
         alpha = res[1] if len(res) > 1 and res[1].shape[-1] > 0 else None
         return res[0], alpha
 
@@ -417,7 +411,7 @@ class Recognizer:
                 faces, crops = self._faces(image)
             except (FdrlError, cv2.error) as exc:  # this image is unusable; a bug elsewhere keeps its traceback
                 res.images.append(ImageStatus(iid, f"unreadable: face detection failed "
-                                                   f"({type(exc).__name__}: {_first_line(exc)})"))
+                                                   f"({type(exc).__name__}: {first_line(exc)})"))
                 continue
             res.images.append(ImageStatus(iid, "ok" if faces else "no_face", len(faces)))
             pending.extend((iid, k, f, c) for k, (f, c) in enumerate(zip(faces, crops, strict=True)))
