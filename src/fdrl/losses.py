@@ -1,6 +1,14 @@
 """FDRL's training objective: one module owning every part and its centres.
 
 total = cls + lambda_c * compactness + lambda_b * balance + lambda_d * distribution   (spec §2)
+        [+ lambda_div * diversity + lambda_sharp * sharpness]   (not in the paper; 0 by default)
+
+The two additions keep the decomposition from collapsing (docs/results.md, "Does FDRL decompose?"):
+- ``diversity``: per face, the mean cosine similarity between its M latent vectors (they are summed into one
+  expression feature, so they share a space): 0 when every latent feature uses other coordinates, 1 for copies.
+- ``sharpness``: per face, the entropy of its weight shares alpha_j / sum(alpha), divided by log M: 1 when a face
+  weighs every latent feature alike. Lowering it while the balance loss evens out the *batch* mean is the
+  mixture-of-experts recipe: each face leans on a few latent features, all of them get used.
 
 Centres (spec §5.4):
 - ``centre_update="wen"`` (default): buffers moved by the centre-loss rule of Wen et al. (2016),
@@ -35,6 +43,8 @@ class LossConfig:
     centre_rate: float = 0.5  # Wen update rate
     centre_init: Literal["zeros", "first_batch"] = "zeros"
     learned_centre_l2norm: bool = False  # L2-normalise learned compactness centres (CDNet)
+    lambda_diversity: float = 0.0  # latent features of a face pointing the same way (see module docstring)
+    lambda_sharpness: float = 0.0  # a face weighing all latent features alike
     label_smoothing: float = 0.0
     # Logit adjustment (Menon et al., ICLR 2021): training logits + tau * log(class prior), so the plain logits
     # used at inference are balanced across classes (FER2013's disgust is 1.5 % of Training). 0 = off.
@@ -108,6 +118,25 @@ class FDRLCriterion(nn.Module):
         """mean_b ||alpha_b - v_{y_b}||^2."""
         return (alpha - self.alpha_centres[labels].to(alpha.dtype)).pow(2).sum(-1).mean()
 
+    @staticmethod
+    def diversity(latent: torch.Tensor) -> torch.Tensor:
+        """mean_b mean_{j != m} cos(l_bj, l_bm)."""
+        unit = F.normalize(latent, dim=-1)
+        m = latent.shape[1]
+        if m < 2:
+            return latent.new_zeros(())
+        gram = unit @ unit.transpose(1, 2)  # (B, M, M)
+        return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)).mean() / (m * (m - 1))
+
+    @staticmethod
+    def sharpness(alpha: torch.Tensor) -> torch.Tensor:
+        """mean_b H(alpha_b / sum_j alpha_bj) / log M."""
+        m = alpha.shape[1]
+        if m < 2:
+            return alpha.new_zeros(())
+        p = alpha / alpha.sum(1, keepdim=True).clamp_min(1e-12)
+        return -(p * p.clamp_min(1e-12).log()).sum(1).mean() / torch.log(torch.tensor(float(m)))
+
     def classification(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.training and self.config.logit_adjust:
             logits = logits.float() + self.config.logit_adjust * self.log_prior
@@ -153,16 +182,29 @@ class FDRLCriterion(nn.Module):
         cls = self.classification(output.logits, target)
         zero = cls.new_zeros(())
         if output.latent is None or output.alpha is None:
-            return {"loss": cls, "cls": cls, "compactness": zero, "balance": zero, "distribution": zero}
+            parts = {"loss": cls, "cls": cls, "compactness": zero, "balance": zero, "distribution": zero}
+            return parts | {k: zero for k in self._extra_parts()}
         labels = target.argmax(-1) if target.dim() == 2 else target
         latent, alpha = output.latent.float(), output.alpha.float()
         comp = self.compactness(latent)
         bal = self.balance(alpha)
         distr = self.distribution(alpha, labels)
         total = cls + cfg.lambda_compactness * comp + cfg.lambda_balance * bal + cfg.lambda_distribution * distr
+        extra = {}
+        if "diversity" in self._extra_parts():
+            extra["diversity"] = self.diversity(latent)
+            total = total + cfg.lambda_diversity * extra["diversity"]
+        if "sharpness" in self._extra_parts():
+            extra["sharpness"] = self.sharpness(alpha)
+            total = total + cfg.lambda_sharpness * extra["sharpness"]
         if self.training and cfg.centre_update == "wen":
             self.update_centres(latent, alpha, labels)  # after the losses: they use the pre-update centres
-        return {"loss": total, "cls": cls, "compactness": comp, "balance": bal, "distribution": distr}
+        return {"loss": total, "cls": cls, "compactness": comp, "balance": bal, "distribution": distr} | extra
+
+    def _extra_parts(self) -> tuple[str, ...]:
+        """The optional parts this criterion computes (and returns, so logs show them), in a fixed order."""
+        cfg = self.config
+        return tuple(n for n, w in (("diversity", cfg.lambda_diversity), ("sharpness", cfg.lambda_sharpness)) if w)
 
 
 def create_criterion(model: nn.Module, config: LossConfig | None = None) -> FDRLCriterion:

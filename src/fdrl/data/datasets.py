@@ -8,7 +8,9 @@ the publisher's own splits; derived splits (``train/holdout``, ``fold3/train``) 
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +255,10 @@ SFEW_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise
 SFEW_FOLDERS = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "neutral": 4, "sad": 5, "surprise": 6}
 
 
-def _class_tree(name: str, folder: Path, table: dict[str, int], col: SampleCollector, id_prefix: str) -> None:
+def _class_tree(name: str, folder: Path, table: dict[str, int], col: SampleCollector, id_prefix: str,
+                subject: Callable[[str], str | None] | None = None) -> None:
+    """Every image of ``folder/<class>/``; ``subject(file name)`` gives the group id that derived splits keep on
+    one side (SFEW: the movie)."""
     require_dir(folder, f"{name} split folder")
     for cls_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         key = cls_dir.name.lower()
@@ -263,7 +268,18 @@ def _class_tree(name: str, folder: Path, table: dict[str, int], col: SampleColle
         if not files:
             col.skip(str(cls_dir), "empty class folder")
         for path in files:
-            col.add_file(path, id=f"{id_prefix}{cls_dir.name}/{path.relative_to(cls_dir)}", label=table[key])
+            col.add_file(path, id=f"{id_prefix}{cls_dir.name}/{path.relative_to(cls_dir)}", label=table[key],
+                         subject=subject(path.name) if subject else None)
+
+
+_SFEW_MOVIE = re.compile(r"^(.+?)[_-]\d")  # Airheads_000519240_00000005.png, OceansThirteen-010619400_...
+
+
+def sfew_movie(file_name: str) -> str:
+    """The movie an SFEW image comes from (its file name's prefix): faces of one movie, often of one actor, stay
+    on one side of a holdout or fold."""
+    m = _SFEW_MOVIE.match(file_name)
+    return m.group(1) if m else Path(file_name).stem
 
 
 def build_sfew(root: str, split: str, on_error: str = "skip") -> FERDataset:
@@ -271,7 +287,7 @@ def build_sfew(root: str, split: str, on_error: str = "skip") -> FERDataset:
     if split not in folders:
         raise DataError(f"sfew: split must be train or test (= Val), got {split!r}")
     col = SampleCollector("sfew", on_error)
-    _class_tree("sfew", Path(root) / folders[split], SFEW_FOLDERS, col, f"{folders[split]}/")
+    _class_tree("sfew", Path(root) / folders[split], SFEW_FOLDERS, col, f"{folders[split]}/", subject=sfew_movie)
     return FERDataset("sfew", split, SFEW_CLASSES, col.samples, on_error=on_error, skipped=col.skipped, root=root)
 
 

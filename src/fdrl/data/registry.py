@@ -17,7 +17,7 @@ from ..errors import DataError, UnknownDatasetError, unknown_name
 from . import datasets as D
 from . import sequences as S
 from .base import FERDataset
-from .splits import stratified_holdout, subject_folds
+from .splits import stratified_group_folds, stratified_holdout, subject_folds
 from .synthetic import CLASSES as SYN_CLASSES
 from .synthetic import build_synthetic
 
@@ -106,6 +106,7 @@ def has_official_val(name: str, root: str | None) -> bool:
 
 
 _FOLD = re.compile(r"^fold(\d+)/(train|test)$")
+_CV_FOLD = re.compile(r"^(.+)/fold(\d+)/(train|test)$")  # <split>/fold<k>/train|test of a flat data set
 
 
 def create_dataset(name: str, root: str | None, split: str, transform: Callable | None = None,
@@ -121,6 +122,18 @@ def create_dataset(name: str, root: str | None, split: str, transform: Callable 
         # with subject ids (sequence sets) whole subjects are carved: no sequence's frames on both sides
         fit, hold = stratified_holdout(base.labels, val_fraction, seed, groups=[s.subject for s in base.samples])
         ds = base.subset(fit if part == "fit" else hold, split)
+    elif not info.kfold and (m := _CV_FOLD.match(split)):
+        base_split, k = m.group(1), int(m.group(2))
+        if k >= num_folds:
+            raise DataError(f"{name}: fold {k} of {split!r} does not exist with num_folds={num_folds}")
+        base = create_dataset(name, root, base_split, None, on_error, val_fraction, seed, num_folds, **options)
+        try:
+            folds = stratified_group_folds(base.labels, [s.subject for s in base.samples], num_folds, seed)
+        except ValueError as exc:
+            raise DataError(f"{name}/{base_split}: {exc}") from exc
+        test = set(folds[k])
+        idx = sorted(test) if m.group(3) == "test" else [i for i in range(len(base)) if i not in test]
+        ds = base.subset(idx, split)
     elif split == "val" and not has_official_val(name, root):
         return create_dataset(name, root, "train/holdout", transform, on_error, val_fraction, seed, num_folds,
                               **options)

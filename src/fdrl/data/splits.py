@@ -6,7 +6,10 @@ Split names understood by every data set (see :func:`fdrl.data.create_dataset`):
   (identical across runs) — the validation split for benchmarks that have none. Where samples carry a subject
   id (sequence data sets) whole subjects are carved, since one sequence's near-identical frames on both sides
   would make validation accuracy a measure of memorisation;
-- ``fold<k>/train`` and ``fold<k>/test`` for sequence data sets: subject-independent k-fold.
+- ``fold<k>/train`` and ``fold<k>/test`` for sequence data sets: subject-independent k-fold;
+- ``<split>/fold<k>/train`` and ``<split>/fold<k>/test`` for every other data set: a seeded, stratified k-fold of
+  ``<split>`` (cross-validation where a benchmark's test labels are withheld), whole subjects per fold where samples
+  carry one (SFEW: the movie).
 """
 
 from __future__ import annotations
@@ -109,4 +112,38 @@ def subject_folds(subjects: Sequence[str], k: int, seed: int = 0) -> list[list[i
     folds: list[list[int]] = [[] for _ in range(k)]
     for s in names:
         min(folds, key=len).extend(by_subject[s])
+    return [sorted(f) for f in folds]
+
+
+def stratified_group_folds(labels: Sequence[int], groups: Sequence[str | None], k: int,
+                           seed: int = 0) -> list[list[int]]:
+    """Sample indices of each of ``k`` folds, stratified by label, every group (subject) wholly in one fold; a
+    sample without a group is a group of its own, so ungrouped data get a plain stratified k-fold.
+
+    Groups are shuffled with a fixed seed and placed largest first, each in the fold whose class counts it brings
+    closest (L1) to ``1/k`` of every class's count, ties to the smaller fold.
+    """
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2, got {k}")
+    by_group: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_group[(0, g) if g is not None else (1, str(i))].append(i)
+    if len(by_group) < k:
+        raise ValueError(f"{k} folds need at least {k} groups, found {len(by_group)}")
+    classes = sorted({int(y) for y in labels})
+    col = {y: j for j, y in enumerate(classes)}
+    counts = {g: np.bincount([col[int(labels[i])] for i in idx], minlength=len(classes))
+              for g, idx in by_group.items()}
+    target = np.bincount([col[int(y)] for y in labels], minlength=len(classes)) / k
+    names = sorted(by_group)
+    rng = np.random.default_rng(_stable_seed("group-folds", seed, k, len(names)))
+    names = [names[i] for i in rng.permutation(len(names))]
+    names.sort(key=lambda g: -len(by_group[g]))  # stable: equal sizes keep the seeded order
+    have = np.zeros((k, len(classes)))
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for g in names:
+        cost = np.abs(have + counts[g] - target).sum(1) - np.abs(have - target).sum(1)
+        f = min(range(k), key=lambda j: (cost[j], have[j].sum()))
+        have[f] += counts[g]
+        folds[f].extend(by_group[g])
     return [sorted(f) for f in folds]

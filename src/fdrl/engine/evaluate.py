@@ -20,6 +20,7 @@ from ..config import DataConfig, TrainConfig, from_dict
 from ..data.loading import build_split, list_split, train_split_name
 from ..data.tensors import BatchTransform, TensorSet, tta_views
 from ..errors import ConfigError
+from .decomposition import latent_face_stats
 from .report import classification_metrics, evaluation_metrics, write_report
 from .runtime import amp_dtype, resolve_device
 
@@ -39,7 +40,7 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
     was_training = model.training
     model.eval()
     idx = torch.arange(rank, len(data), world)
-    probs, alphas, feats = [], [], []
+    probs, alphas, feats, lat_cos, lat_rank = [], [], [], [], []
     dtype = amp_dtype(amp, device)
     for start in range(0, len(idx), batch_size):
         bi = idx[start:start + batch_size]
@@ -57,6 +58,10 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
         probs.append((p / len(views)).cpu())
         if first.alpha is not None:
             alphas.append(first.alpha.float().cpu())
+        if first.latent is not None:
+            cos, rank = latent_face_stats(first.latent)
+            lat_cos.append(cos)
+            lat_rank.append(rank)
         if keep_features:
             feats.append(first.feature.float().cpu())
     local = {
@@ -64,6 +69,8 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
         "probs": torch.cat(probs) if probs else torch.zeros(0, 1),
         "alpha": torch.cat(alphas) if alphas else None,
         "features": torch.cat(feats) if feats else None,
+        "latent_cosine": torch.cat(lat_cos) if lat_cos else None,
+        "latent_rank": torch.cat(lat_rank) if lat_rank else None,
     }
     if world > 1:
         gathered: list[Any] = [None] * world
@@ -88,6 +95,8 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
         "labels": data.labels.numpy(),
         "alpha": cat("alpha"),
         "features": cat("features"),
+        "latent_cosine": cat("latent_cosine"),
+        "latent_rank": cat("latent_rank"),
         "ids": list(data.ids),
         "index_seen": np.sort(order.numpy()),
     }

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .decomposition import decomposition_metrics, summary_line
+
 
 def classification_metrics(preds: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
     k = len(classes)
@@ -184,6 +186,8 @@ def evaluation_metrics(result: dict[str, Any], classes: list[str], split: str, c
         metrics.update(extra)
     if result.get("alpha") is not None:
         metrics["alpha_by_class"] = alpha_by_class(result["alpha"], result["labels"], len(classes)).tolist()
+        metrics["decomposition"] = decomposition_metrics(result["alpha"], result["labels"], len(classes),
+                                                         result.get("latent_cosine"), result.get("latent_rank"))
     return metrics
 
 
@@ -203,6 +207,8 @@ def write_report(out_dir: Path, result: dict[str, Any], classes: list[str], spli
         if plots:
             plot_alpha(table, classes, out_dir / "alpha_by_class.png",
                        f"mean intra-feature weight alpha per class\n{title}")
+    if "decomposition" in metrics:
+        (out_dir / "decomposition.txt").write_text(summary_line(metrics["decomposition"]) + "\n")
     if plots:
         plot_confusion(np.array(metrics["confusion_matrix"]), classes, out_dir / "confusion_matrix.png", title)
         if tsne_on and result.get("features") is not None:

@@ -70,6 +70,10 @@ def eval_command(args: argparse.Namespace) -> int:
     print(f"{args.dataset}/{args.split}: accuracy {m['accuracy']:.4f}, mean class accuracy "
           f"{m['mean_class_accuracy']:.4f} on {m['num_samples']} images"
           + (f" (skipped {m['skipped']})" if m["skipped"] else "") + f"; report in {args.out}")
+    if "decomposition" in m:
+        from .decomposition import summary_line
+
+        print(summary_line(m["decomposition"]))
     return 0
 
 

@@ -35,6 +35,7 @@ from ..errors import TrainingError, TrainingStopped
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
+from .decomposition import EPOCH_FIGURES, batch_alpha_cv, decomposition_metrics
 from .evaluate import predict, tta_metrics
 from .report import classification_metrics, plot_curves, write_report
 from .runtime import (
@@ -129,6 +130,8 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
             raise TrainingStopped(f"stopped at step {step} of epoch {epoch + 1} (train.stop_after_steps)")
         for k, v in parts.items():
             sums[k] = sums.get(k, 0) + v.detach() * len(bi)
+        if output.alpha is not None:  # train_alpha_cv: when the weights go flat, without a validation split
+            sums["alpha_cv"] = sums.get("alpha_cv", 0) + batch_alpha_cv(output.alpha)
         labels = y.argmax(-1) if y.dim() == 2 else y
         correct += (output.logits.argmax(-1) == labels).sum()
         seen += len(bi)
@@ -152,13 +155,19 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
 
 def validate(model: nn.Module, data: TensorSet, transform: BatchTransform, device: torch.device,
              t: TrainSection) -> dict[str, float]:
-    """Accuracy, mean class accuracy and cross-entropy on the validation split: the only input to selection."""
+    """Accuracy, mean class accuracy and cross-entropy on the validation split (the only input to selection),
+    and for FDRL the decomposition figures (``val_alpha_cv``, ...), so a run's log shows when it collapses."""
     res = predict(model, data, transform, device, t.eval_batch_size, "none", t.amp, t.channels_last,
                   keep_features=False)
     m = classification_metrics(res["preds"], res["labels"], data.classes)
     p_true = res["probs"][np.arange(len(res["labels"])), res["labels"]]
-    return {"val_accuracy": m["accuracy"], "val_mean_class_accuracy": m["mean_class_accuracy"],
-            "val_loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean())}
+    row = {"val_accuracy": m["accuracy"], "val_mean_class_accuracy": m["mean_class_accuracy"],
+           "val_loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean())}
+    if res["alpha"] is not None:
+        dec = decomposition_metrics(res["alpha"], res["labels"], len(data.classes), res["latent_cosine"],
+                                    res["latent_rank"])
+        row.update({f"val_{k}": float(v) for k, v in dec.items() if k in EPOCH_FIGURES})
+    return row
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:

@@ -74,12 +74,19 @@ class FDRLConfig(TrunkChoice):
     # ("mean", alpha in (0, 1)): the same weights up to a constant 1/intra_out_dim, which keeps the
     # reconstructed feature's scale near the latent one. See docs/results.md for why this matters from scratch.
     alpha_reduce: Literal["l1", "mean"] = "l1"
+    # How a face's M weights relate (not in the paper, which has "none": each alpha on its own). "softmax":
+    # alpha_j = M * softmax_j(reduced_j / alpha_temperature), so the latent features compete for one budget of
+    # weight per face (mean 1) and a low temperature lets a face lean on a few of them.
+    alpha_norm: Literal["none", "softmax"] = "none"
+    alpha_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.num_latent < 1 or self.latent_dim < 1 or self.intra_out_dim < 1:
             raise ValueError("num_latent, latent_dim and intra_out_dim must be positive")
+        if self.alpha_temperature <= 0:
+            raise ValueError(f"alpha_temperature must be > 0, got {self.alpha_temperature}")
         if not 0.0 <= self.delta <= 1.0:
             raise ValueError(f"delta must lie in [0, 1], got {self.delta}")
         super().__post_init__()
@@ -167,6 +174,8 @@ class FDRL(TrunkModel):
         latent = torch.relu(self.fdn(x))  # l: (B, M, P)
         u = torch.sigmoid(self.intra(latent))  # (B, M, intra_out_dim)
         alpha = u.sum(-1) if self.config.alpha_reduce == "l1" else u.mean(-1)  # (B, M); L1 norm: u > 0
+        if self.config.alpha_norm == "softmax":
+            alpha = alpha.shape[1] * torch.softmax(alpha / self.config.alpha_temperature, dim=1)
         f = alpha.unsqueeze(-1) * latent  # intra-aware features (B, M, P)
         g = torch.relu(self.message(f))  # messages (B, M, P)
         h = torch.bmm(self.relation_matrix(g), g)  # inter-aware features (B, M, P)
