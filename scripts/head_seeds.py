@@ -24,10 +24,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fdrl.config import load_config
 from fdrl.data.loading import cache_dir, load_splits, train_split_name
+from fdrl.engine.decomposition import EPOCH_FIGURES
 from fdrl.engine.features import FEATURE_LEVELS, cached_features
 from fdrl.engine.heads import paired_summary, train_head
 from fdrl.engine.runtime import resolve_device
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{metric} {arm}: {s['mean_a']:.2f} ± {s['std_a']:.2f}, baseline {s['mean_b']:.2f} ± "
                   f"{s['std_b']:.2f}, paired − baseline {s['mean_diff']:+.2f} ± {s['std_diff']:.2f} "
                   f"(ahead in {s['wins']}/{s['n']}){more}")
+    for arm in fdrl_arms:
+        print(f"decomposition {arm} (val, mean over seeds): " + ", ".join(
+            f"{k} {np.mean([r[arm]['val_' + k] for r in rows]):.3f}" for k in EPOCH_FIGURES))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": out, "features": {
             k: f.stats for k, f in feats.items()}, "argv": sys.argv}, indent=2))

@@ -76,12 +76,15 @@ def test_train_selects_on_val_and_tests_best_and_last(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all("val_accuracy" in r for r in rows)
     parts = {k.removeprefix("train_") for k in rows[0] if k.startswith("train_")}  # what the criterion returns
-    assert parts == {"loss", "cls", "compactness", "balance", "distribution", "accuracy"}
+    assert parts == {"loss", "cls", "compactness", "balance", "distribution", "accuracy", "alpha_cv"}
+    # the decomposition figures every epoch, on training batches and on val, so a log shows when alpha goes flat
+    assert all({"val_alpha_cv", "val_latent_cosine", "val_latent_effective_rank"} <= set(r) for r in rows)
     best_epoch = 1 + max(range(2), key=lambda i: (rows[i]["val_accuracy"], -i))
     assert s["best"]["epoch"] == best_epoch and s["last"]["epoch"] == 2
     m = json.loads((tmp_path / "report_best" / "metrics.json").read_text())
     assert m["num_samples"] == 42 and m["split"] == "test" and len(m["confusion_matrix"]) == 7
-    assert set(m) >= {"accuracy", "mean_class_accuracy", "per_class", "classes", "checkpoint"}
+    assert set(m) >= {"accuracy", "mean_class_accuracy", "per_class", "classes", "checkpoint", "decomposition"}
+    assert m["decomposition"]["num_latent"] == 3 and "collapsed" in m["decomposition"]
     loaded = fdrl.load_checkpoint(tmp_path / "best.pt")
     assert loaded.preprocessing.input_size == 32 and loaded.classes[3] == "happy"
     assert loaded.raw["config"]["train"]["epochs"] == 2  # the resolved config travels with the weights
@@ -235,7 +238,8 @@ def test_eval_command_writes_report(tmp_path, capsys):
     code = main(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--dataset", "synthetic",
                  "--split", "test", "--out", str(tmp_path / "ev"), "--tta", "flip",
                  "--option", "eval_size=21", "--option", "image_size=32"])
-    assert code == 0 and "accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and "accuracy" in printed and "decomposition: alpha CV" in printed
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["num_samples"] == 21 and "accuracy_tta_flip" in m and (tmp_path / "ev" / "alpha_by_class.png").is_file()
     # the library function behind `fdrl eval` gives the same figures, without writing anything

@@ -43,6 +43,10 @@ class LossConfig:
     centre_rate: float = 0.5  # Wen update rate
     centre_init: Literal["zeros", "first_batch"] = "zeros"
     learned_centre_l2norm: bool = False  # L2-normalise learned compactness centres (CDNet)
+    # "centre" (the paper): pull each weight vector to its class centre. "contrastive": the same pull divided by
+    # the mean squared distance to the other classes' centres (contrastive-centre loss, Qi & Su 2017), so the
+    # class profiles of alpha are also pushed apart; scale-free, so it acts on alpha of any overall size.
+    distribution_form: Literal["centre", "contrastive"] = "centre"
     lambda_diversity: float = 0.0  # latent features of a face pointing the same way (see module docstring)
     lambda_sharpness: float = 0.0  # a face weighing all latent features alike
     label_smoothing: float = 0.0
@@ -115,8 +119,14 @@ class FDRLCriterion(nn.Module):
         return (mean_alpha - 1.0 / self.num_latent).abs().sum()
 
     def distribution(self, alpha: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """mean_b ||alpha_b - v_{y_b}||^2."""
-        return (alpha - self.alpha_centres[labels].to(alpha.dtype)).pow(2).sum(-1).mean()
+        """mean_b ||alpha_b - v_{y_b}||^2; "contrastive": each term over mean_{k != y_b} ||alpha_b - v_k||^2."""
+        centres = self.alpha_centres.to(alpha.dtype)
+        if self.config.distribution_form == "centre":
+            return (alpha - centres[labels]).pow(2).sum(-1).mean()
+        d2 = (alpha.unsqueeze(1) - centres.unsqueeze(0)).pow(2).sum(-1)  # (B, K)
+        own = d2.gather(1, labels[:, None]).squeeze(1)
+        others = (d2.sum(1) - own) / max(1, self.num_classes - 1)
+        return (own / (others + 1e-8)).mean()
 
     @staticmethod
     def diversity(latent: torch.Tensor) -> torch.Tensor:

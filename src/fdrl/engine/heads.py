@@ -24,6 +24,7 @@ from ..losses import create_criterion
 from ..models import create_model
 from ..models.trunks import from_last_stage
 from ..optim import build_optimizer, build_scheduler
+from .decomposition import EPOCH_FIGURES, decomposition_metrics, latent_face_stats
 from .features import FeatureSet
 from .report import classification_metrics
 from .trainer import step_scheduler
@@ -41,10 +42,17 @@ def head_output(model: torch.nn.Module, features: torch.Tensor):
 def evaluate_head(model: torch.nn.Module, feats: FeatureSet, batch_size: int = 1024) -> dict[str, float]:
     """Accuracy and mean class accuracy of ``model``'s head on the plain view of ``feats``."""
     model.eval()
-    preds = torch.cat([head_output(model, feats.plain[i:i + batch_size]).logits.argmax(-1)
-                       for i in range(0, len(feats), batch_size)])
+    outs = [head_output(model, feats.plain[i:i + batch_size]) for i in range(0, len(feats), batch_size)]
+    preds = torch.cat([o.logits.argmax(-1) for o in outs])
     m = classification_metrics(preds.numpy(), feats.labels.numpy(), feats.classes)
-    return {"accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"]}
+    row = {"accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"]}
+    if outs[0].alpha is not None:
+        stats = [latent_face_stats(o.latent) for o in outs]
+        dec = decomposition_metrics(torch.cat([o.alpha for o in outs]).numpy(), feats.labels.numpy(),
+                                    len(feats.classes), torch.cat([c for c, _ in stats]).numpy(),
+                                    torch.cat([r for _, r in stats]).numpy())
+        row.update({k: dec[k] for k in EPOCH_FIGURES})
+    return row
 
 
 def train_head(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, seed: int, epochs: int | None = None,
@@ -87,7 +95,7 @@ def train_head(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, seed: int, 
             parts["loss"].backward()
             optimizer.step()
         m = evaluate_head(model, val)
-        row = {"epoch": epoch + 1, "val_accuracy": m["accuracy"], "val_mean_class_accuracy": m["mean_class_accuracy"]}
+        row = {"epoch": epoch + 1, **{f"val_{k}": v for k, v in m.items()}}
         step_scheduler(scheduler, row)
     return {"seed": seed, **row, "seconds": round(time.perf_counter() - t0, 1)}
 
