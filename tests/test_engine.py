@@ -200,6 +200,33 @@ def test_init_from_checkpoint(tmp_path):
     torch.testing.assert_close(dst.fdn.weight, src.fdn.weight, atol=1e-8, rtol=0)
 
 
+def test_init_parts_trunk_gives_a_baseline_the_trunk_alone(tmp_path):
+    train(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "a")
+    src = fdrl.load_checkpoint(tmp_path / "a" / "last.pt").model
+    init = [f"train.init_from={tmp_path / 'a' / 'last.pt'}", "optim.lr=1e-12", "train.epochs=1"]
+    with pytest.raises(TrainingError, match="init_parts=trunk"):  # another model: only its trunk can be taken
+        train(load_config(None, [*TINY, *init, "model_name=baseline_resnet18", "model={}"]), tmp_path / "b")
+    train(load_config(None, [*TINY, *init, "model_name=baseline_resnet18", "model={}", "train.init_parts=trunk"]),
+          tmp_path / "c")
+    dst = fdrl.load_checkpoint(tmp_path / "c" / "last.pt").model
+    torch.testing.assert_close(dst.backbone.conv1.weight, src.backbone.conv1.weight, atol=1e-8, rtol=0)
+
+
+def test_init_from_a_shipped_model_by_name():
+    from fdrl.engine.trainer import init_from_checkpoint
+    from fdrl.shipped import shipped_file
+
+    if not shipped_file("fer2013").is_file():
+        pytest.skip("the shipped FER2013 model is not in this installation")
+    shipped = fdrl.load_checkpoint(shipped_file("fer2013")).model
+    model = fdrl.create_model("baseline_resnet18", num_classes=7, trunk="dlib_resnet29")
+    logged = []
+    init_from_checkpoint(model, "fer2013", logged.append, parts="trunk")
+    for (k, a), b in zip(model.backbone.state_dict().items(), shipped.backbone.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b.to(a.dtype), msg=k)
+    assert "trunk" in logged[0] and "fdrl_fer2013.pt" in logged[0]
+
+
 def test_literal_fields_are_checked_with_the_full_key(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.amp must be one of \['auto', 'none', 'bf16', 'fp16'\], got 'fp8'"):
         load_config(None, ["train.amp=fp8"])

@@ -84,7 +84,11 @@ class TrainSection:
     amp: Literal["auto", "none", "bf16", "fp16"] = "none"  # auto: bf16 on AMX CPUs and bf16 GPUs (engine/runtime.py)
     channels_last: bool = False
     compile: bool = False
-    init_from: str | None = None  # fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB)
+    # Fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB): a file, or the name of a model shipped
+    # in the package (fer2013, ferplus). init_parts=trunk copies only the trunk, so that FDRL and its baseline
+    # twin can start from the same trunk with fresh heads.
+    init_from: str | None = None
+    init_parts: Literal["all", "trunk"] = "all"
     select: Literal["last", "val"] = "val"  # which checkpoint is "the" result; both are always written
     tta: TtaMode = "none"  # reported beside the plain figure, never instead
     mix: MixMode = "none"  # batch mixing (data/mix.py); targets become soft

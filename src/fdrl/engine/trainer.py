@@ -35,6 +35,7 @@ from ..errors import TrainingError, TrainingStopped
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
+from ..shipped import PACKAGED_MODELS, shipped_file
 from .decomposition import EPOCH_FIGURES, batch_alpha_cv, decomposition_metrics
 from .evaluate import predict, tta_metrics
 from .report import classification_metrics, plot_curves, write_report
@@ -187,7 +188,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
     scheduler = build_scheduler(optimizer, cfg.sched, t.epochs)
     criterion.set_class_prior(torch.bincount(data["train"].labels, minlength=len(classes)))  # loss.logit_adjust
     if t.init_from and not resume:
-        init_from_checkpoint(model, t.init_from, log)
+        init_from_checkpoint(model, t.init_from, log, t.init_parts)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(t.amp, device) is torch.float16)
     start_epoch, best_acc, history = 0, -1.0, []
     if resume:
@@ -287,19 +288,25 @@ def _log_row(out: Path, row: dict[str, Any], tb: Any) -> None:
                 tb.add_scalar(k, v, row["epoch"])
 
 
-def init_from_checkpoint(model: nn.Module, path: str, log) -> None:
-    """Copy every weight of an fdrl checkpoint whose name and shape match (a new class count re-initialises
-    only the classifier); anything else missing is an error, not a silent partial load."""
+def init_from_checkpoint(model: nn.Module, path: str, log, parts: str = "all") -> None:
+    """Copy every weight of an fdrl checkpoint (a file, or a shipped model's name) whose name and shape match (a
+    new class count re-initialises only the classifier); anything else missing is an error, not a silent partial
+    load. ``parts="trunk"``: only the trunk (``backbone.*``), from a checkpoint of any model on the same trunk."""
+    if path in PACKAGED_MODELS and not Path(path).exists():
+        path = str(shipped_file(path))
     ck = read_checkpoint(path)
-    if ck["model_name"] != model.model_name:
-        raise TrainingError(f"init_from {path}: holds {ck['model_name']}, this run trains {model.model_name}")
+    if parts == "all" and ck["model_name"] != model.model_name:
+        raise TrainingError(f"init_from {path}: holds {ck['model_name']}, this run trains {model.model_name} "
+                            f"(train.init_parts=trunk copies the trunk alone)")
     own = model.state_dict()
-    state = {k: v.to(own[k].dtype) for k, v in ck["model_state"].items() if k in own and v.shape == own[k].shape}
-    skipped = sorted(set(own) - set(state))
+    wanted = {k for k in own if parts == "all" or k.startswith("backbone.")}
+    state = {k: v.to(own[k].dtype) for k, v in ck["model_state"].items() if k in wanted and v.shape == own[k].shape}
+    skipped = sorted(wanted - set(state))
     if any(not k.startswith("classifier.") for k in skipped):
         raise TrainingError(f"init_from {path}: incompatible weights {skipped[:8]}")
     model.load_state_dict(state, strict=False)
-    log(f"initialised from {path}" + (f" (re-initialised {skipped})" if skipped else ""))
+    log(f"initialised {'the trunk ' if parts == 'trunk' else ''}from {path}"
+        + (f" (re-initialised {skipped})" if skipped else ""))
 
 
 def _tensorboard(out: Path):

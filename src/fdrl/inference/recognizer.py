@@ -12,7 +12,6 @@ import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,15 @@ from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
 from ..engine.runtime import resolve_device
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
-from .packaged import DEFAULT_MODEL, DEFAULT_TTA, MODEL_CARDS, PACKAGED_MODELS, TTA_MODES
+from ..shipped import shipped_file
+from .packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
 
 
 def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
     """The packaged model called ``name``; a clear error for an unknown name or an install without it."""
     if name not in PACKAGED_MODELS:
         raise CheckpointError(f"unknown packaged model {name!r} (available: {', '.join(PACKAGED_MODELS)})")
-    path = Path(str(resources.files("fdrl") / "weights" / PACKAGED_MODELS[name]))
+    path = shipped_file(name)
     if not path.is_file():
         raise CheckpointError(f"packaged model {name!r} ({PACKAGED_MODELS[name]}) is not in this installation; "
                               "pass --checkpoint/checkpoint= an fdrl .pt or exported .onnx file")
@@ -47,7 +47,7 @@ def describe_packaged(name: str) -> str:
     raw = read_checkpoint(packaged_checkpoint(name))
     data = (raw.get("config") or {}).get("data", {})
     acc = (raw.get("metrics") or {}).get("val_accuracy")
-    card = Path(str(resources.files("fdrl") / "weights" / MODEL_CARDS[name]))
+    card = shipped_file(name, cards=True)
     trained = f"trained on {data.get('dataset', '?')} {data.get('train_split', '?')}, " if data else ""
     val = f"{data.get('val_split', 'val')} accuracy {100 * acc:.2f} % at epoch {raw.get('epoch')}; " if acc else ""
     return (f"{len(raw['classes'])} classes ({', '.join(raw['classes'])}); {raw['model_name']} on "
