@@ -1,0 +1,147 @@
+"""The project's guarantees, each checked against an expectation worked out here (by hand or by an independent
+computation), never against a figure the code under test wrote itself:
+
+- validation figures come from the validation split;
+- the selected checkpoint follows ``train.select`` and validation, never the test split;
+- ``--resume`` across a learning-rate step continues the schedule;
+"""
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fdrl
+from fdrl.config import load_config
+from fdrl.engine.trainer import TrainingStopped, train
+
+SMALL = [  # TINY (tests/test_engine.py) on fewer faces: 3 batches of 16 per epoch, 21 val and 21 test faces
+    "data.dataset=synthetic",
+    "data.options={train_size: 48, eval_size: 21, image_size: 32}",
+    "data.preprocessing.input_size=32",
+    "data.cache=false",
+    "model.num_latent=3",
+    "model.alpha_reduce=mean",
+    "optim.lr=0.001",
+    "train.batch_size=16",
+    "train.num_threads=1",
+    "report.plots=false",
+    "report.tsne=false",
+]
+
+
+def _rows(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---- 1. validation figures come from the validation split ----------------------------------------------------------
+
+def _figures_by_hand(model: torch.nn.Module, split: str, prep) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on the synthetic ``split`` (21 faces, 32 px), from the drawn
+    pixels, without the package's loaders, transforms or metrics."""
+    from fdrl.data.synthetic import synthetic_samples
+
+    samples = synthetic_samples(split, 21, 32, seed=0)
+    x = torch.from_numpy(np.stack([s.pixels for s in samples])).permute(0, 3, 1, 2).double() / 255.0
+    x = ((x - torch.tensor(prep.mean).view(1, 3, 1, 1)) / torch.tensor(prep.std).view(1, 3, 1, 1)).float()
+    y = torch.tensor([s.label for s in samples])
+    with torch.no_grad():
+        logits = model.eval()(x).logits.double()
+    nll = -torch.log_softmax(logits, -1)[torch.arange(len(y)), y]
+    nll = nll.clamp_max(-math.log(1e-12))  # the logged loss floors each probability at 1e-12
+    return (logits.argmax(-1) == y).double().mean().item(), nll.mean().item()
+
+
+def test_logged_val_figures_are_the_val_splits(tmp_path):
+    """Every epoch's val_accuracy and val_loss (metrics.jsonl, the checkpoint's metrics, the summary) are those of
+    that epoch's weights on the val split, recomputed here; the test split gives another loss, so a run that
+    validated on it would be caught (lr 3e-3: far enough from the uniform start that the two splits differ)."""
+    s = train(load_config(None, [*SMALL, "train.epochs=2", "optim.lr=0.003"]), tmp_path)
+    rows = _rows(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    checked = set()
+    for which in ("best", "last"):
+        loaded = fdrl.load_checkpoint(tmp_path / f"{which}.pt")
+        epoch = loaded.raw["epoch"]
+        acc, loss = _figures_by_hand(loaded.model, "val", loaded.preprocessing)
+        _, test_loss = _figures_by_hand(loaded.model, "test", loaded.preprocessing)
+        assert abs(test_loss - loss) > 1e-2  # the two splits tell apart
+        row = rows[epoch - 1]
+        assert row["val_accuracy"] == pytest.approx(acc, abs=1e-9), (which, epoch)
+        assert row["val_loss"] == pytest.approx(loss, rel=1e-5), (which, epoch)
+        assert loaded.raw["metrics"]["val_loss"] == pytest.approx(loss, rel=1e-5)
+        assert s[which]["val_accuracy"] == pytest.approx(acc, abs=1e-9)
+        checked.add(epoch)
+    assert 2 in checked  # last.pt is epoch 2; best.pt adds epoch 1 when it was the better one
+    best_epoch = 1 + max(range(2), key=lambda i: (rows[i]["val_accuracy"], -i))
+    assert s["best"]["epoch"] == best_epoch
+
+
+# ---- 2. the selected checkpoint follows train.select and validation ------------------------------------------------
+
+@pytest.mark.parametrize("select", ["val", "last"])
+def test_selection_follows_val_and_select_never_test(tmp_path, monkeypatch, select):
+    """Validation is scripted so that epoch 1 is best on val (0.9 against 0.1), and the test predictions so that the
+    checkpoint which must NOT be selected is the one perfect on test: the summary's pick and test accuracy must
+    follow ``train.select`` (val: best.pt = epoch 1; last: last.pt = epoch 2) all the same."""
+    from fdrl.engine import trainer
+
+    val_acc = {1: 0.9, 2: 0.1}
+    wanted = {"val": ("best", 1), "last": ("last", 2)}[select]
+    perfect_on_test = 3 - wanted[1]  # the other epoch
+    epoch_of: dict[str, int] = {}
+
+    def scripted_validate(model, data, transform, device, t):
+        epoch = len(epoch_of) + 1
+        epoch_of[_digest(model)] = epoch
+        return {"val_accuracy": val_acc[epoch], "val_mean_class_accuracy": val_acc[epoch], "val_loss": 1.0}
+
+    real_predict = trainer.predict
+
+    def scripted_predict(model, data, *args, **kwargs):
+        res = real_predict(model, data, *args, **kwargs)
+        labels = res["labels"]
+        res["preds"] = labels.copy() if epoch_of[_digest(model)] == perfect_on_test else (labels + 1) % 7
+        return res
+
+    monkeypatch.setattr(trainer, "validate", scripted_validate)
+    monkeypatch.setattr(trainer, "predict", scripted_predict)
+    s = train(load_config(None, [*SMALL, "train.epochs=2", f"train.select={select}"]), tmp_path)
+    assert len(epoch_of) == 2  # two distinct epochs' weights
+    assert (s["best"]["epoch"], s["last"]["epoch"]) == (1, 2)
+    by_epoch = {s["best"]["epoch"]: "best", s["last"]["epoch"]: "last"}
+    assert s[by_epoch[perfect_on_test]]["test_accuracy"] == 1.0
+    assert s[by_epoch[wanted[1]]]["test_accuracy"] == 0.0
+    assert s["selected"] == wanted[0]
+    assert s["test_accuracy"] == 0.0 and s["test_mean_class_accuracy"] == 0.0
+    assert json.loads((tmp_path / "summary.json").read_text())["selected"] == wanted[0]
+
+
+# ---- 3. --resume across a learning-rate step -----------------------------------------------------------------------
+
+def test_resume_across_a_learning_rate_step_keeps_the_schedule(tmp_path):
+    """multistep with a milestone after epoch 1 (gamma 0.1): epochs train at 1e-3, 1e-4, 1e-4. A run killed in
+    epoch 2 and resumed from epoch 1's last.pt must train epochs 2 and 3 at 1e-4 and end with the weights of the
+    uninterrupted run; a scheduler restarted from scratch would take another step at its milestone (1e-5)."""
+    cfg = [*SMALL, "train.epochs=3", "sched.name=multistep", "sched.milestones=[1]", "sched.gamma=0.1"]
+    full = train(load_config(None, cfg), tmp_path / "full")
+    with pytest.raises(TrainingStopped):
+        train(load_config(None, [*cfg, "train.stop_after_steps=4"]), tmp_path / "killed")  # epoch 2, step 1
+    assert [r["epoch"] for r in _rows(tmp_path / "killed")] == [1]
+    resumed = train(load_config(None, cfg), tmp_path / "killed", resume=True)
+    hand = [1e-3, 1e-4, 1e-4]
+    assert [r["lr"] for r in _rows(tmp_path / "full")] == pytest.approx(hand, rel=1e-9)
+    assert [r["lr"] for r in _rows(tmp_path / "killed")] == pytest.approx(hand, rel=1e-9)
+    assert resumed["final_weights_digest"] == full["final_weights_digest"]
+    assert fdrl.load_checkpoint(tmp_path / "killed" / "last.pt").raw["scheduler_state"]["last_epoch"] == 3
