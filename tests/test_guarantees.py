@@ -4,6 +4,8 @@ computation), never against a figure the code under test wrote itself:
 - validation figures come from the validation split;
 - the selected checkpoint follows ``train.select`` and validation, never the test split;
 - ``--resume`` across a learning-rate step continues the schedule;
+- a checkpoint holding pickled code is refused by what it holds, and the code never runs;
+- reported accuracy is the fraction of correct predictions (not the mean class recall);
 """
 
 import hashlib
@@ -145,3 +147,70 @@ def test_resume_across_a_learning_rate_step_keeps_the_schedule(tmp_path):
     assert [r["lr"] for r in _rows(tmp_path / "killed")] == pytest.approx(hand, rel=1e-9)
     assert resumed["final_weights_digest"] == full["final_weights_digest"]
     assert fdrl.load_checkpoint(tmp_path / "killed" / "last.pt").raw["scheduler_state"]["last_epoch"] == 3
+
+
+# ---- 4. pickled code in a checkpoint is refused, and never runs ----------------------------------------------------
+
+class _Trap:
+    """Unpickling this runs ``open(marker, "w")``: the file appears only if the pickle was executed."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_code_inside_is_refused_without_running_it(tmp_path, ckpt):
+    """A well-formed fdrl checkpoint under a neutral name (``model.pt``) with one entry holding a pickled object: the
+    error names the refusal of pickled objects (not merely the file), and the object's code never runs."""
+    from fdrl.checkpoint import read_checkpoint
+    from fdrl.errors import CheckpointError
+
+    marker = tmp_path / "marker"
+    ck = torch.load(ckpt, weights_only=True)
+    ck["notes"] = _Trap(marker)
+    path = tmp_path / "model.pt"
+    torch.save(ck, path)
+    for load in (read_checkpoint, fdrl.load_checkpoint):
+        try:
+            load(path)
+        except CheckpointError as exc:
+            err = exc
+        else:
+            err = None
+        assert not marker.exists(), f"{load.__name__} executed the checkpoint's pickled code"
+        assert err is not None, f"{load.__name__} loaded a checkpoint holding a pickled object"
+        msg = str(err).replace(str(path), "<file>")  # the refusal, not the file's name
+        assert "refused" in msg and "pickled Python objects" in msg, msg
+    del ck["notes"]
+    torch.save(ck, path)
+    assert fdrl.load_checkpoint(path).classes == ck["classes"]  # the same file without the object loads
+
+
+# ---- 5. accuracy, class recall, mean class accuracy, macro F1 by hand ----------------------------------------------
+
+def test_classification_metrics_by_hand():
+    """Imbalanced classes, so that accuracy (6/10) and the mean class recall (2/3) differ. Confusion matrix (rows
+    true, columns predicted; class d absent and never predicted):
+
+        a: 4 2 0 0   support 6, recall 4/6     predicted a 4 (precision 4/4), b 3 (1/3), c 3 (1/3), d 0
+        b: 0 1 2 0   support 3, recall 1/3     F1: a 2*1*(2/3)/(5/3) = 0.8, b 1/3, c 2*(1/3)*1/(4/3) = 0.5
+        c: 0 0 1 0   support 1, recall 1/1     mean class accuracy over present classes (2/3 + 1/3 + 1)/3 = 2/3
+        d: 0 0 0 0                             macro F1 over present classes (0.8 + 1/3 + 0.5)/3 = 49/90
+    """
+    from fdrl.engine.report import classification_metrics
+
+    pairs = [(0, 0)] * 4 + [(0, 1)] * 2 + [(1, 1)] + [(1, 2)] * 2 + [(2, 2)]
+    labels, preds = (np.array(v) for v in zip(*pairs, strict=True))
+    m = classification_metrics(preds, labels, ["a", "b", "c", "d"])
+    assert m["confusion_matrix"] == [[4, 2, 0, 0], [0, 1, 2, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert m["num_samples"] == 10
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["mean_class_accuracy"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx(49 / 90)
+    hand = {"a": (1.0, 2 / 3, 0.8, 6), "b": (1 / 3, 1 / 3, 1 / 3, 3), "c": (1 / 3, 1.0, 0.5, 1), "d": (0, 0, 0, 0)}
+    for c, (precision, recall, f1, support) in hand.items():
+        got = m["per_class"][c]
+        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((precision, recall, f1)), c
+        assert got["support"] == support, c
