@@ -6,15 +6,21 @@ computation), never against a figure the code under test wrote itself:
 - ``--resume`` across a learning-rate step continues the schedule;
 - a checkpoint holding pickled code is refused by what it holds, and the code never runs;
 - reported accuracy is the fraction of correct predictions (not the mean class recall);
+- Wen's centre rule gives every DDP rank the centres of the union of their batches;
+- ``crop_face`` levels the eyes.
 """
 
 import hashlib
 import json
 import math
+import os
+import socket
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
+from PIL import Image, ImageDraw
 
 import fdrl
 from fdrl.config import load_config
@@ -214,3 +220,112 @@ def test_classification_metrics_by_hand():
         got = m["per_class"][c]
         assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((precision, recall, f1)), c
         assert got["support"] == support, c
+
+
+# ---- 6. Wen's centre rule under DDP --------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _batches(rank: int, steps: int = 2):
+    """Rank ``rank``'s batches: different sizes and classes on each rank (rank 1 never sees class 0)."""
+    g = torch.Generator().manual_seed(100 + rank)
+    out = []
+    for _ in range(steps):
+        n = 5 + 2 * rank
+        latent = torch.randn(n, 2, 4, generator=g) * 3 + rank
+        alpha = torch.rand(n, 2, generator=g)
+        labels = torch.randint(rank, 3, (n,), generator=g)
+        out.append((latent, alpha, labels))
+    return out
+
+
+def _centre_worker(rank: int, world: int, port: int, q) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from fdrl.losses import FDRLCriterion
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        crit = FDRLCriterion(num_classes=3, num_latent=2, latent_dim=4)  # default: centre_update="wen", rate 0.5
+        for latent, alpha, labels in _batches(rank):
+            crit.update_centres(latent, alpha, labels)
+        q.put((rank, crit.feature_centres.clone(), crit.alpha_centres.clone()))
+    finally:
+        dist.destroy_process_group()
+
+
+def _wen_by_hand(steps, rate: float = 0.5):
+    """c <- c - rate * sum_i (c - x_i) / (1 + n) per step, over all of the step's samples (per class for v)."""
+    c = np.zeros((2, 4))
+    v = np.zeros((3, 2))
+    for latent, alpha, labels in steps:
+        x, a, y = latent.double().numpy(), alpha.double().numpy(), labels.numpy()
+        c = c - rate * (c[None] - x).sum(0) / (1 + len(x))
+        for k in range(3):
+            if (y == k).any():
+                v[k] = v[k] - rate * (v[k][None] - a[y == k]).sum(0) / (1 + (y == k).sum())
+    return c, v
+
+
+def test_wen_centres_under_ddp_are_those_of_the_union_of_the_ranks_batches():
+    """Two gloo processes feed different batches to ``update_centres`` (twice): both end with the same centres,
+    equal to Wen's rule applied by hand to the union of each step's two batches."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_centre_worker, args=(r, 2, port, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted((q.get(timeout=120) for _ in procs), key=lambda r: r[0])
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    (_, c0, v0), (_, c1, v1) = results
+    torch.testing.assert_close(c0, c1, rtol=0, atol=0)
+    torch.testing.assert_close(v0, v1, rtol=0, atol=0)
+    union = [tuple(torch.cat(parts) for parts in zip(a, b, strict=True))
+             for a, b in zip(_batches(0), _batches(1), strict=True)]
+    c, v = _wen_by_hand(union)
+    np.testing.assert_allclose(c0.double().numpy(), c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v0.double().numpy(), v, rtol=1e-5, atol=1e-6)
+    own, _ = _wen_by_hand(_batches(0))
+    assert not np.allclose(c, own, atol=1e-3)  # rank 0's batches alone give other centres
+
+
+# ---- 7. crop_face levels the eyes ----------------------------------------------------------------------------------
+
+def _dark_centroid(pixels: np.ndarray) -> tuple[float, float]:
+    """Centre of the dark pixels, in PIL's continuous coordinates (pixel i spans [i, i + 1))."""
+    ys, xs = np.nonzero(pixels < 128)
+    assert len(xs) > 10
+    return float(xs.mean()) + 0.5, float(ys.mean()) + 0.5
+
+
+@pytest.mark.parametrize("tilt", [25.0, -18.0])
+def test_crop_face_levels_the_eyes(tilt):
+    """Two dark discs ("eyes") 32 px apart on a white 200 px image, their line tilted by ``tilt`` degrees (y down)
+    about (100, 92); face box (70, 70, 60, 60), margin 0.2, so the crop is 84 px from (58, 58). Turning the image
+    by ``tilt`` about the box centre (100, 100) sends the eyes' midpoint, 8 px above it, to
+    (100 - 8 sin t, 100 - 8 cos t): in the crop the eyes lie on one row, 42 - 8 cos t, at x = 42 - 8 sin t -+ 16."""
+    from fdrl.faces import Face, crop_face
+
+    t = math.radians(tilt)
+    eyes = ((100 - 16 * math.cos(t), 92 - 16 * math.sin(t)), (100 + 16 * math.cos(t), 92 + 16 * math.sin(t)))
+    big = Image.new("L", (800, 800), 255)  # drawn at 4x and downsampled: sub-pixel disc centres
+    d = ImageDraw.Draw(big)
+    for ex, ey in eyes:
+        d.ellipse([4 * ex - 16, 4 * ey - 16, 4 * ex + 16, 4 * ey + 16], fill=0)
+    image = big.resize((200, 200), Image.BILINEAR).convert("RGB")
+    crop = np.asarray(crop_face(image, Face(box=(70, 70, 60, 60), score=1.0, eyes=eyes), 0.2).convert("L"))
+    assert crop.shape == (84, 84)
+    (lx, ly), (rx, ry) = _dark_centroid(crop[:, :42]), _dark_centroid(crop[:, 42:])
+    rx += 42
+    assert abs(ly - ry) < 0.75, f"eyes not level in the crop: rows {ly:.2f} and {ry:.2f}"
+    row, mid = 42 - 8 * math.cos(t), 42 - 8 * math.sin(t)
+    assert (lx, ly, rx, ry) == pytest.approx((mid - 16, row, mid + 16, row), abs=1.0)
