@@ -282,3 +282,15 @@ def test_head_seeds_script_runs_both_levels(tmp_path, capsys):
     assert "expected NAME:KEY=VALUE" in capsys.readouterr().err
 
     assert len(list(tmp_path.glob("*-last_stage_input.features.pt"))) == 2  # train and val
+
+
+def test_sfew_recipe_decomposes_and_its_twin_starts_from_the_same_trunk():
+    fd, base = load_config(CONFIGS / "sfew.yaml"), load_config(CONFIGS / "sfew_baseline.yaml")
+    assert (fd.data.train_split, fd.data.val_split, fd.data.test_split) == ("train", None, "test")  # Val once
+    assert fd.train.select == "last" and not fd.data.preprocessing.grayscale and fd.data.preprocessing.input_size == 112
+    # the switches that keep alpha from collapsing (docs/results.md, "Does FDRL decompose?")
+    assert (fd.model["intra_out_dim"], fd.model["alpha_norm"], fd.model["alpha_temperature"]) == (1, "softmax", 0.05)
+    # both start from the shipped FER2013 model's trunk alone, found without a network
+    assert (base.train.init_from, base.train.init_parts) == (fd.train.init_from, fd.train.init_parts)
+    assert (fd.train.init_from, fd.train.init_parts) == ("fer2013", "trunk")
+    assert base.model == {"trunk": "dlib_resnet29", "pretrained_path": "dlib", "freeze": "none"}
