@@ -114,6 +114,27 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     torch.testing.assert_close(a.criterion.feature_centres, b.criterion.feature_centres, rtol=0, atol=0)
 
 
+def test_augmentation_draws_change_from_epoch_to_epoch(tmp_path, monkeypatch):
+    """Each epoch augments from its own generator, seeded by (seed, epoch, rank): never the global RNG (which
+    --resume could not restore), and not the same draws every epoch (the same crops and flips over and over)."""
+    from fdrl.data.tensors import BatchTransform
+    from fdrl.engine import trainer
+
+    states = []
+
+    class Recording(BatchTransform):
+        def __call__(self, x, train=False, generator=None):
+            if train:
+                states.append(None if generator is None else generator.get_state().clone())
+            return super().__call__(x, train=train, generator=generator)
+
+    monkeypatch.setattr(trainer, "BatchTransform", Recording)
+    train(load_config(None, [*TINY, "train.max_steps_per_epoch=1", "report.plots=false", "report.tsne=false"]),
+          tmp_path)
+    assert len(states) == 2 and all(s is not None for s in states)  # one training batch in each of 2 epochs
+    assert not torch.equal(states[0], states[1])
+
+
 def test_resume_restores_the_fp16_loss_scale(tmp_path):
     """Unit level: fp16 autocast on a CPU takes seconds per step, too slow to train here."""
     from fdrl.checkpoint import atomic_save, make_checkpoint

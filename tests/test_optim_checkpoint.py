@@ -147,3 +147,24 @@ def test_loaded_checkpoint_prints_short(tmp_path):
     assert text.startswith("LoadedCheckpoint(model='fdrl_resnet18', classes=['a', 'b', 'c', 'd'], preprocessing=")
     assert "input_size=48" in text and "epoch=3" in text and "'val_accuracy': 0.6123" in text
     assert "confusion" not in text and "tensor" not in text
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    """A write that dies half-way (disk full, a kill) must leave the previous checkpoint byte for byte, and no
+    partial file beside it: the new one is written to a temporary file and renamed over the old only when
+    complete."""
+    model = fdrl.create_model("baseline_resnet18", num_classes=4)
+    path = tmp_path / "last.pt"
+    atomic_save(make_checkpoint(model, list("abcd"), Preprocessing(), epoch=1), path)
+    before = path.read_bytes()
+
+    def dies_half_way(obj, fh, *args, **kwargs):
+        fh.write(before[: len(before) // 2])
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="no space left"):
+        atomic_save(make_checkpoint(model, list("abcd"), Preprocessing(), epoch=2), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert load_checkpoint(path).raw["epoch"] == 1
