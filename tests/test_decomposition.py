@@ -174,3 +174,8 @@ def test_cross_validate_script_pairs_arms(tmp_path):
     assert s["arms"]["fdrl"]["accuracy_minus_baseline"][0] == pytest.approx(np.mean(diff))
     assert "alpha_cv" in s["arms"]["fdrl"] and "alpha_cv" not in s["arms"]["baseline"]
     assert "− baseline" in res.stdout
+
+
+def test_latent_figures_of_a_diverged_model_do_not_crash():
+    cos, rank = latent_face_stats(torch.full((2, 3, 4), float("nan")))
+    assert rank.tolist() == [0.0, 0.0] and torch.isfinite(cos).all()

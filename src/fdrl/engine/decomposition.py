@@ -44,7 +44,7 @@ def batch_alpha_cv(alpha: torch.Tensor) -> torch.Tensor:
 def latent_face_stats(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per face (B,): the mean pairwise cosine similarity of its M latent vectors and their effective rank.
     Computed batch by batch during prediction, so the (B, M, P) latents need not be kept."""
-    lat = latent.float()
+    lat = torch.nan_to_num(latent.float(), nan=0.0, posinf=0.0, neginf=0.0)  # a diverged model: figures, no crash
     m = lat.shape[1]
     if m < 2:
         return torch.ones(lat.shape[0]), torch.ones(lat.shape[0])
