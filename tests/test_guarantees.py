@@ -255,7 +255,8 @@ def _centre_worker(rank: int, world: int, port: int, q) -> None:
         crit = FDRLCriterion(num_classes=3, num_latent=2, latent_dim=4)  # default: centre_update="wen", rate 0.5
         for latent, alpha, labels in _batches(rank):
             crit.update_centres(latent, alpha, labels)
-        q.put((rank, crit.feature_centres.clone(), crit.alpha_centres.clone()))
+        # plain arrays: a tensor would travel as a shared-memory handle, gone once this process exits
+        q.put((rank, crit.feature_centres.numpy().copy(), crit.alpha_centres.numpy().copy()))
     finally:
         dist.destroy_process_group()
 
@@ -286,7 +287,7 @@ def test_wen_centres_under_ddp_are_those_of_the_union_of_the_ranks_batches():
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    (_, c0, v0), (_, c1, v1) = results
+    (_, c0, v0), (_, c1, v1) = [(r, torch.from_numpy(c), torch.from_numpy(v)) for r, c, v in results]
     torch.testing.assert_close(c0, c1, rtol=0, atol=0)
     torch.testing.assert_close(v0, v1, rtol=0, atol=0)
     union = [tuple(torch.cat(parts) for parts in zip(a, b, strict=True))
