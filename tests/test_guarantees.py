@@ -25,20 +25,10 @@ from PIL import Image, ImageDraw
 import fdrl
 from fdrl.config import load_config
 from fdrl.engine.trainer import TrainingStopped, train
+from test_engine import TINY
 
-SMALL = [  # TINY (tests/test_engine.py) on fewer faces: 3 batches of 16 per epoch, 21 val and 21 test faces
-    "data.dataset=synthetic",
-    "data.options={train_size: 48, eval_size: 21, image_size: 32}",
-    "data.preprocessing.input_size=32",
-    "data.cache=false",
-    "model.num_latent=3",
-    "model.alpha_reduce=mean",
-    "optim.lr=0.001",
-    "train.batch_size=16",
-    "train.num_threads=1",
-    "report.plots=false",
-    "report.tsne=false",
-]
+SMALL = [*TINY,  # on fewer faces: 3 batches of 16 per epoch, 21 val and 21 test faces; no plots
+         "data.options={train_size: 48, eval_size: 21, image_size: 32}", "report.plots=false", "report.tsne=false"]
 
 
 def _rows(run) -> list[dict]:
