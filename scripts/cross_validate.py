@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-DECOMPOSITION = ("alpha_cv", "alpha_class_spread", "argmax_class_nmi", "latent_cosine", "latent_effective_rank")
+from fdrl.engine.decomposition import EPOCH_FIGURES as DECOMPOSITION
 
 
 def parse_arm(spec: str) -> tuple[str, str, list[str]]:

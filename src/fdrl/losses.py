@@ -67,6 +67,17 @@ class LossConfig:
                                  f"from a small random start. Drop them or use centre_update='wen'.")
 
 
+def latent_pair_cosine(latent: torch.Tensor) -> torch.Tensor:
+    """Per face (B,): the mean cosine similarity of its M latent vectors (B, M, P) over the pairs j != m; zeros for
+    M = 1. The diversity loss and the decomposition figures (fdrl.engine.decomposition) share this definition."""
+    m = latent.shape[1]
+    if m < 2:
+        return latent.new_zeros(latent.shape[0])
+    unit = F.normalize(latent, dim=-1)
+    gram = unit @ unit.transpose(1, 2)  # (B, M, M)
+    return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)) / (m * (m - 1))
+
+
 def _all_reduce_sum(*tensors: torch.Tensor) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for t in tensors:
@@ -131,12 +142,7 @@ class FDRLCriterion(nn.Module):
     @staticmethod
     def diversity(latent: torch.Tensor) -> torch.Tensor:
         """mean_b mean_{j != m} cos(l_bj, l_bm)."""
-        unit = F.normalize(latent, dim=-1)
-        m = latent.shape[1]
-        if m < 2:
-            return latent.new_zeros(())
-        gram = unit @ unit.transpose(1, 2)  # (B, M, M)
-        return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)).mean() / (m * (m - 1))
+        return latent_pair_cosine(latent).mean()
 
     @staticmethod
     def sharpness(alpha: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,13 @@ _FOLD = re.compile(r"^fold(\d+)/(train|test)$")
 _CV_FOLD = re.compile(r"^(.+)/fold(\d+)/(train|test)$")  # <split>/fold<k>/train|test of a flat data set
 
 
+def _fold_part(base: FERDataset, fold: list[int], part: str, split: str) -> FERDataset:
+    """``fold``'s samples of ``base`` (part "test") or all the others (part "train"), named ``split``."""
+    test = set(fold)
+    idx = sorted(test) if part == "test" else [i for i in range(len(base)) if i not in test]
+    return base.subset(idx, split)
+
+
 def create_dataset(name: str, root: str | None, split: str, transform: Callable | None = None,
                    on_error: str = "skip", val_fraction: float = 0.1, seed: int = 0, num_folds: int = 10,
                    **options) -> FERDataset:
@@ -131,9 +138,7 @@ def create_dataset(name: str, root: str | None, split: str, transform: Callable 
             folds = stratified_group_folds(base.labels, [s.subject for s in base.samples], num_folds, seed)
         except ValueError as exc:
             raise DataError(f"{name}/{base_split}: {exc}") from exc
-        test = set(folds[k])
-        idx = sorted(test) if m.group(3) == "test" else [i for i in range(len(base)) if i not in test]
-        ds = base.subset(idx, split)
+        ds = _fold_part(base, folds[k], m.group(3), split)
     elif split == "val" and not has_official_val(name, root):
         return create_dataset(name, root, "train/holdout", transform, on_error, val_fraction, seed, num_folds,
                               **options)
@@ -153,9 +158,7 @@ def create_dataset(name: str, root: str | None, split: str, transform: Callable 
                 folds = subject_folds([s.subject for s in base.samples], num_folds, seed)
             except ValueError as exc:
                 raise DataError(f"{name}: {exc}") from exc
-            test = set(folds[k])
-            idx = sorted(test) if m.group(2) == "test" else [i for i in range(len(base)) if i not in test]
-            ds = base.subset(idx, split)
+            ds = _fold_part(base, folds[k], m.group(2), split)
     else:
         if split not in info.splits:
             raise DataError(f"{name}: unknown split {split!r}; expected one of {list(info.splits)} "

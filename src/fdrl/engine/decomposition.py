@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..losses import latent_pair_cosine
+
 # A model is flagged as collapsed below/above these (the shipped FER2013 model of 2026: alpha_cv 0.0017).
 ALPHA_CV_MIN = 0.02
 LATENT_COSINE_MAX = 0.95
@@ -33,11 +35,16 @@ EPOCH_FIGURES = ("alpha_cv", "alpha_class_spread", "argmax_class_nmi", "latent_c
 
 
 @torch.no_grad()
+def face_alpha_cv(alpha: torch.Tensor) -> torch.Tensor:
+    """Per face (B,): the coefficient of variation of its M alpha (population std / mean; 0 for an all-zero face)."""
+    a = alpha.detach().float()
+    return a.std(1, unbiased=False) / a.mean(1).clamp_min(1e-12)
+
+
 def batch_alpha_cv(alpha: torch.Tensor) -> torch.Tensor:
     """The summed per-face coefficient of variation of a batch's alpha (B, M): logged on training batches, so a
     run without a validation split still shows when alpha goes flat."""
-    a = alpha.detach().float()
-    return (a.std(1, unbiased=False) / a.mean(1).clamp_min(1e-12)).sum()
+    return face_alpha_cv(alpha).sum()
 
 
 @torch.no_grad()
@@ -45,13 +52,9 @@ def latent_face_stats(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     """Per face (B,): the mean pairwise cosine similarity of its M latent vectors and their effective rank.
     Computed batch by batch during prediction, so the (B, M, P) latents need not be kept."""
     lat = torch.nan_to_num(latent.float(), nan=0.0, posinf=0.0, neginf=0.0)  # a diverged model: figures, no crash
-    m = lat.shape[1]
-    if m < 2:
+    if lat.shape[1] < 2:
         return torch.ones(lat.shape[0]), torch.ones(lat.shape[0])
-    unit = torch.nn.functional.normalize(lat, dim=-1)
-    gram = unit @ unit.transpose(1, 2)  # (B, M, M)
-    off = ~torch.eye(m, dtype=torch.bool, device=lat.device)
-    cosine = gram[:, off].mean(-1)
+    cosine = latent_pair_cosine(lat)
     s = torch.linalg.svdvals(lat)  # (B, min(M, P))
     p = s / s.sum(-1, keepdim=True).clamp_min(1e-12)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
@@ -78,9 +81,7 @@ def decomposition_metrics(alpha: np.ndarray, labels: np.ndarray, num_classes: in
     alpha = np.asarray(alpha, dtype=np.float64)
     labels = np.asarray(labels)
     m = alpha.shape[1]
-    mean = alpha.mean(1)
-    cv = np.where(mean > 0, alpha.std(1) / np.maximum(mean, 1e-12), 0.0)
-    out: dict[str, Any] = {"num_latent": m, "alpha_cv": float(cv.mean())}
+    out: dict[str, Any] = {"num_latent": m, "alpha_cv": float(face_alpha_cv(torch.from_numpy(alpha)).mean())}
     present = [c for c in range(num_classes) if (labels == c).any()]
     table = np.stack([alpha[labels == c].mean(0) for c in present])  # (K', M)
     shares = table / np.maximum(table.sum(1, keepdims=True), 1e-12)
