@@ -3,7 +3,9 @@ spoken to over HTTP, and its page driven in headless Chromium (Debian's ``chromi
 installed by ``.ci/run``) through Selenium: upload a photo, read the rendered labels, use the (fake) webcam.
 
 The photo is composed at test time from two real FER2013 faces (never committed); the test skips without the
-shared data, without Chromium/chromedriver, or without the serve/test extras, and says which.
+shared data, without Chromium/chromedriver, or without the serve/test extras, and says which. With
+``FDRL_REQUIRE_BROWSER=1`` (set by ``.ci/run``) a missing or unstartable browser fails the test instead: CI must not
+pass green with the page untested.
 """
 
 import os
@@ -89,15 +91,28 @@ def test_real_server_over_http(photo, server):  # photo first: no server when it
     assert big.status_code == 413 and "--max-upload-mb" in big.json()["error"]
 
 
+REQUIRE_BROWSER = os.environ.get("FDRL_REQUIRE_BROWSER") == "1"
+
+
+def _no_browser(reason: str):
+    """Skip, or fail where a browser is required (CI): the page test must not turn into a silent skip there."""
+    if REQUIRE_BROWSER:
+        pytest.fail(f"FDRL_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def _browser(tmp_path):
-    """Headless Chromium under Selenium, or a skip that says what is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the test extra) is not installed")
+    """Headless Chromium under Selenium, or a skip (a failure under FDRL_REQUIRE_BROWSER=1) saying what is missing."""
+    try:
+        from selenium import webdriver
+    except ImportError:
+        _no_browser("selenium (the test extra) is not installed")
     chromium = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and os.path.exists(p)), None)
     driver = next((p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver")) if p and os.path.exists(p)),
                   None)
     if not chromium or not driver:
-        pytest.skip("Chromium or chromedriver not installed (apt-get install chromium chromium-driver; "
-                    ".ci/run tries this)")
+        _no_browser("Chromium or chromedriver not installed (apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download a browser or driver
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
@@ -110,7 +125,26 @@ def _browser(tmp_path):
     try:
         return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=opts)
     except Exception as exc:  # noqa: BLE001  (a browser that cannot start here is an environment fact)
-        pytest.skip(f"headless Chromium did not start: {str(exc).splitlines()[0][:200]}")
+        _no_browser(f"headless Chromium did not start: {str(exc).splitlines()[0][:200]}")
+
+
+def test_missing_browser_fails_where_required(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE_BROWSER", True)
+    with pytest.raises(pytest.fail.Exception, match="FDRL_REQUIRE_BROWSER=1 but no chromium"):
+        _no_browser("no chromium")
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE_BROWSER", False)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        _no_browser("no chromium")
+
+
+def test_browser_starts(tmp_path):
+    """No data needed: where a browser is required, its absence fails here even if the page test skips for data."""
+    browser = _browser(tmp_path)
+    try:
+        browser.get("data:text/html,<title>ok</title>")
+        assert browser.title == "ok"
+    finally:
+        browser.quit()
 
 
 def test_page_in_a_real_browser(photo, server, tmp_path):
