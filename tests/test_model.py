@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import fdrl
+import parity_reference as reference
 from fdrl.models import FDRL, FDRLConfig, ResNet18Trunk
 
 
@@ -150,3 +151,16 @@ def test_trunk_matches_torchvision_numerics():
     ref.fc = torch.nn.Identity()
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
+
+
+def test_trunk_matches_stored_torchvision_outputs():
+    """Without torchvision installed: its ResNet-18's names, shapes and output, stored by tests/parity_reference.py
+    for seeded weights and input (conv numerics may differ across torch builds in the last bits, hence 1e-4)."""
+    stored = reference.load(reference.TORCHVISION_FILE)
+    ours = ResNet18Trunk().eval()
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert sorted(shapes) == stored["keys"].tolist()
+    ours.load_state_dict(reference.seeded_state(shapes), strict=True)
+    with torch.no_grad():
+        out = ours(reference.trunk_input())
+    torch.testing.assert_close(out, torch.from_numpy(stored["output"]), rtol=1e-4, atol=1e-4)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+import parity_reference as reference
 from conftest import shared
 from fdrl.faces import MTCNNLiteDetector, create_detector
 from fdrl.mtcnn import MTCNN, NETS, WEIGHTS, nms
@@ -239,6 +240,43 @@ def test_parity_with_facenet_pytorch(monkeypatch):
     np.testing.assert_allclose(b[o2], np.asarray(rb, float)[o1], atol=0.06 * 120)
     np.testing.assert_allclose(pts[o2], np.asarray(rpts, float)[o1], atol=0.06 * 120)
     np.testing.assert_allclose(p[o2], np.asarray(rp, float)[o1], atol=0.05)
+
+
+def _assert_same_faces(found, stored, side: float):
+    """Same faces as the reference's detection, matched left to right; boxes and landmarks differ by the resize
+    implementation only (OpenCV's area vs torch's), hence a tolerance of a few percent of the face side."""
+    (b, p, pts), (rb, rp, rpts) = found, stored
+    assert len(b) == len(rb) > 0
+    o1, o2 = np.argsort(rb[:, 0]), np.argsort(b[:, 0])
+    np.testing.assert_allclose(b[o2], rb[o1], atol=0.06 * side)
+    np.testing.assert_allclose(pts[o2], rpts[o1], atol=0.06 * side)
+    np.testing.assert_allclose(p[o2], rp[o1], atol=0.05)
+
+
+def test_nets_and_detection_match_stored_facenet_outputs():
+    """Without facenet-pytorch installed: its P/R/O-Net outputs on seeded inputs and its detection on a real
+    portrait, stored by tests/parity_reference.py, against the port's (converted weights, own pipeline)."""
+    stored = reference.load(reference.FACENET_FILE)
+    port = MTCNN()
+    for name, x in reference.net_inputs().items():
+        with torch.no_grad():
+            outs = getattr(port, name)(x)
+        assert len(outs) == len([k for k in stored if k.startswith(name + "_")])
+        for i, y in enumerate(outs):
+            torch.testing.assert_close(y, torch.from_numpy(stored[f"{name}_{i}"]), atol=1e-5, rtol=1e-5)
+    side = stored["hopper_boxes"][0, 2] - stored["hopper_boxes"][0, 0]
+    _assert_same_faces(port.detect(reference.hopper()),
+                       (stored["hopper_boxes"], stored["hopper_probs"], stored["hopper_points"]), side)
+
+
+@pytest.mark.data
+def test_detection_matches_stored_facenet_outputs_on_real_faces():
+    stored = reference.load(reference.FACENET_FILE)
+    photo, _ = _photo(_fer_faces(reference.FER_PHOTO["count"], start=reference.FER_PHOTO["start"]),
+                      reference.FER_PHOTO["side"])
+    assert len(stored["fer_boxes"]) >= 4
+    _assert_same_faces(MTCNN().detect(np.asarray(photo)),
+                       (stored["fer_boxes"], stored["fer_probs"], stored["fer_points"]), reference.FER_PHOTO["side"])
 
 
 @pytest.mark.data
