@@ -11,7 +11,7 @@ PublicTest are packed, sent or read. Steps:
     python scripts/gpu_suite.py pack --root ../shared/data/fer2013 --out .gpu_pack     # here, once
     python scripts/gpu_suite.py pack ... --trunk dlib       # also dlib's face trunk (fp16) for --recipe dlib
     python scripts/gpu_suite.py launch-help --pack .gpu_pack                           # sizes + the device call
-    python scripts/gpu_suite.py run --pack .gpu_pack --out results                      # on the GPU machine
+    python scripts/gpu_suite.py run --pack .gpu_pack --out results                     # on the GPU machine
     python scripts/gpu_suite.py join --parts DIR/checkpoint --out runs/gpu_suite/fdrl_best.pt   # here, after
 
 ``run`` unpacks the original JPEGs into the image-folder layout the loader reads, starts a tiny CUDA smoke run of
