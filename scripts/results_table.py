@@ -65,8 +65,8 @@ def seeds(dirs: list[str]) -> None:
         if len(seed) != 1:
             raise SystemExit(f"{d}: the two runs of a pair have different seeds {seed}")
         rows.append((seed.pop(), {v: s[s["selected"]] for v, s in pair.items()}))
-    # Runs without a test split (FERPlus on FER2013Valid; the FER2013 face-trunk runs before session 12, which
-    # selected and reported on PublicTest) get the val columns only.
+    # Runs without a test split (FERPlus on FER2013Valid; older FER2013 face-trunk runs that selected and reported
+    # on PublicTest) get the val columns only.
     keys = [(k, name) for k, name in KEYS if all(r[1][v].get(k) is not None for r in rows for v in r[1])]
     head = " | ".join(f"{name} baseline | {name} FDRL | {name} diff" for _, name in keys)
     print(f"| seed | {head} |")

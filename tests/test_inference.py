@@ -487,7 +487,7 @@ def test_packaged_default_model(tmp_path, capsys):
     prep = raw["preprocessing"]  # 48 px FER2013 faces upsampled for the face trunk; margin chosen on val
     assert raw["classes"] == CLASSES and (prep["input_size"], prep["source_size"]) == (112, 48)
     assert prep["face_margin"] == -0.1  # chosen on train/holdout for mtcnn_lite's boxes (MODEL_CARD.md)
-    data = raw["config"]["data"]  # selected on a validation split, PublicTest evaluated once (session 13)
+    data = raw["config"]["data"]  # selected on a validation split, PublicTest evaluated once
     assert (data["train_split"], data["val_split"], data["test_split"]) == ("train/fit", "train/holdout", "publictest")
     assert raw["config"]["loss"]["balance_target"] == "normalized"  # the switch the model card names
     assert "optimizer_state" not in raw

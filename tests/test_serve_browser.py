@@ -178,7 +178,7 @@ def test_page_in_a_real_browser(photo, server, tmp_path):
         x, y = face_xy = api["faces"][0]["box"][:2]
         assert abs(box.location["x"] - img.location["x"] - x * scale) <= 3, face_xy
         assert abs(box.location["y"] - img.location["y"] - y * scale) <= 3, face_xy
-        if os.environ.get("FDRL_SCREENSHOT"):  # README screenshot: FDRL_SCREENSHOT=page.png pytest -k browser
+        if os.environ.get("FDRL_SCREENSHOT"):  # docs/serve_page.png: FDRL_SCREENSHOT=page.png pytest -k browser
             _screenshot(browser, wait, server, os.environ["FDRL_SCREENSHOT"])
 
         browser.find_element(By.ID, "cam-start").click()  # Chromium's fake camera: a moving test pattern
@@ -196,7 +196,7 @@ def test_page_in_a_real_browser(photo, server, tmp_path):
 
 def _screenshot(browser, wait, server: str, out: str) -> None:
     """The page on a public-domain portrait (Grace Hopper, US Navy photo, in matplotlib's sample data), so the
-    README shows no FER2013 image."""
+    documentation shows no FER2013 image (docs/serve_page.png)."""
     from selenium.webdriver.common.by import By
 
     mpl = pytest.importorskip("matplotlib", reason="matplotlib's sample photo is what the screenshot shows")

@@ -245,7 +245,7 @@ BORDER_RETRY = 0.25
 # find whose centre lies in an upright face is dropped (lending its eyes where that face has none), and its eyes,
 # mapped back, level the crop; proposals centred in upright faces with eyes skip R-Net and O-Net (their finds
 # would be dropped). Not the default: the turned photos are 2.2x the area of a 16:9 photo, and a 1280x720 photo
-# takes 1.6-1.9x as long (79-85 ms instead of 44-50 on 2 cores; README "Benchmarks", docs/detectors.md).
+# takes 1.6-1.9x as long (79-85 ms instead of 44-50 on 2 cores; docs/detectors.md).
 TURN_ANGLE = 45.0
 TURN_MIN_FACE = 96
 
@@ -394,7 +394,7 @@ DETECTORS: dict[str, Callable[[str], Detector]] = {
 }
 # For photos when the checkpoint names none (fdrl predict, fdrl serve, Recognizer). mtcnn_lite: recall 96.7 / 98.3 %
 # vs Haar's 65.8 % on benchmarks/detectors.py's pasted faces, no false face on its portraits, and the shipped
-# FER2013 model scores at least as well on its crops as on Haar's (README "Benchmarks", docs/detectors.md).
+# FER2013 model scores at least as well on its crops as on Haar's (docs/detectors.md).
 DEFAULT_DETECTOR = "mtcnn_lite"
 
 

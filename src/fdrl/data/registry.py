@@ -44,9 +44,9 @@ def _register(info: DatasetInfo) -> None:
 
 _register(DatasetInfo("rafdb", D.build_rafdb, ("train", "test"), D.RAFDB_CLASSES,
                       "RAF-DB basic: EmoLabel/list_patition_label.txt + Image/aligned|original"))
-# FER2013's PublicTest is the test figure here (its PrivateTest half is withheld from us, and our data README says
-# to report PublicTest as the test figure), so ``val`` -- the Kaggle name for PublicTest, kept for loading and
-# evaluating -- is a test split too: runs select on ``train/holdout``.
+# FER2013's PublicTest is the test figure this project reports (PrivateTest is left untouched), so ``val`` -- the
+# Kaggle name for PublicTest, kept for loading and evaluating -- is a test split too: runs select on
+# ``train/holdout``.
 _register(DatasetInfo("fer2013", D.build_fer2013, ("train", "val", "test", "publictest", "privatetest"),
                       D.FER2013_CLASSES, "FER2013: fer2013.csv or train|test/<class>/ image folders", has_val=True,
                       test_splits=("test", "val", "publictest", "privatetest")))
