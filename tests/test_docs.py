@@ -77,9 +77,14 @@ def test_api_reference_covers_the_public_api():
     assert not public - entries, f"public names without an API entry: {sorted(public - entries)}"
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("mkdocs", "material", "mkdocstrings")),
-                    reason='MkDocs not installed (pip install -e ".[docs]")')
 def test_site_builds_strict(tmp_path):
+    """Broken links and API entries naming missing objects fail the build. Skips where MkDocs is not installed,
+    except under FDRL_REQUIRE_DOCS=1 (set by .ci/run, which installs the docs extra)."""
+    if any(importlib.util.find_spec(m) is None for m in ("mkdocs", "material", "mkdocstrings")):
+        reason = 'MkDocs not installed (pip install -e ".[docs]")'
+        if os.environ.get("FDRL_REQUIRE_DOCS") == "1":
+            pytest.fail(f"FDRL_REQUIRE_DOCS=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "NO_MKDOCS_2_WARNING": "1"}
     res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
