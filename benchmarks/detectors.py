@@ -19,6 +19,7 @@ detection besides the one hit on the face is a false face (each gets its own exp
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:0  # no search for tilted faces
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:30:64  # turned 30 deg, faces >= 64 px
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:45:96:off  # P-Net 0.6 on every level
+    python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:0:96:64/0.3:0  # no contrast retry
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def main() -> None:
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
     p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
     p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite,mtcnn_lite_tilted",
-                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B[:F[:T[:TN[:LW/LP]]]]]] searches faces "
+                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B[:F[:T[:TN[:LW/LP[:C]]]]]]] searches faces "
                         "from N px (default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P, border retry B, pyramid "
                         "factor F, tilted faces from TN px on the photo turned by +-T degrees, and P-Net threshold "
-                        "LP on windows of at least LW px (:LW/LP, or :off)")
+                        "LP on windows of at least LW px (:LW/LP, or :off), contrast retry C (0: off)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3,
@@ -187,6 +188,8 @@ def build(name: str):
         kw["turn_min_face"] = int(opts[5])
     if len(opts) > 6:  # P-Net's threshold on windows of at least W px: W/P, or "off"
         kw["large_windows"] = None if opts[6] == "off" else (int(opts[6].split("/")[0]), float(opts[6].split("/")[1]))
+    if len(opts) > 7:
+        kw["contrast_retry"] = float(opts[7])
     return MTCNNLiteDetector(**kw)
 
 

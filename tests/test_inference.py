@@ -157,9 +157,25 @@ def test_exif_orientation_applied(tmp_path):
 
 def test_no_face_with_opencv_detector(ckpt, tmp_path):
     rec = Recognizer(ckpt, detector="opencv")
-    Image.new("RGB", (200, 200), (128, 128, 128)).save(tmp_path / "blank.png")
+    Image.new("RGB", (300, 200), (128, 128, 128)).save(tmp_path / "blank.png")
     res = rec.predict(tmp_path / "blank.png")
     assert res.images[0].status == "no_face" and not res.faces
+
+
+def test_small_image_without_a_face_is_read_whole(ckpt, tmp_path):
+    """At most WHOLE_IMAGE_MAX_SIDE px and no face found: taken for a face crop, classified whole and marked so;
+    a larger image, or the fallback turned off, stays no_face; an image whose face is found is cropped as usual."""
+    from fdrl.inference.packaged import WHOLE_IMAGE_MAX_SIDE
+
+    small = Image.new("RGB", (WHOLE_IMAGE_MAX_SIDE - 56, WHOLE_IMAGE_MAX_SIDE), (128, 128, 128))
+    big = Image.new("RGB", (WHOLE_IMAGE_MAX_SIDE + 1, 100), (128, 128, 128))
+    res = Recognizer(ckpt, detector="opencv").predict([small, big])
+    assert [(s.status, s.faces) for s in res.images] == [("whole_image", 1), ("no_face", 0)]
+    (face,) = res.faces
+    assert face.box == (0, 0, *small.size) and face.score == 0.0 and face.label in res.classes
+    assert res.rows()[0]["status"] == "whole_image"
+    off = Recognizer(ckpt, detector="opencv", whole_image_max_side=0).predict(small)
+    assert off.images[0].status == "no_face" and not off.faces
 
 
 SLOTS = [(40 + (i % 3) * 350, 40 + (i // 3) * 250) for i in range(6)]  # top-left corners of 160 px faces

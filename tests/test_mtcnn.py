@@ -146,8 +146,8 @@ def test_no_false_faces_on_single_face_portraits():
 @pytest.mark.data
 def test_border_retry_finds_faces_that_fill_the_frame():
     """Close-ups (FER2013 faces upscaled to fill 256 px) that MTCNN misses get a second search inside a border."""
-    plain = MTCNNLiteDetector(border_retry=0)
-    retry = create_detector("mtcnn_lite")
+    plain = MTCNNLiteDetector(border_retry=0, contrast_retry=0)
+    retry = MTCNNLiteDetector(contrast_retry=0)
     found = {"plain": 0, "retry": 0}
     for face in _fer_faces(30, start=100):
         portrait = face.resize((256, 256), Image.BICUBIC)
@@ -180,7 +180,11 @@ def test_border_retry_maps_boxes_back_and_runs_only_when_nothing_was_found(monke
     assert face.box == (0, 0, 85, 95)  # (-15, -5, 100, 100) clipped to the photo
     assert face.eyes == ((15.0, 25.0), (55.0, 25.0))
     seen.clear()
-    det.border_retry = 0  # off: one search only
+    det.border_retry = 0  # the contrast retry alone: half the short side a side
+    (face,) = det.detect(Image.new("RGB", (200, 100)))
+    assert seen == [(100, 200), (200, 300)] and face.box == (0, 0, 60, 70)  # (-40, -30, 100, 100) clipped
+    seen.clear()
+    det.contrast_retry = 0  # both off: one search only
     assert det.detect(Image.new("RGB", (200, 100))) == [] and seen == [(100, 200)]
 
 
@@ -302,25 +306,40 @@ def test_channels_last_nets_give_the_nchw_results(monkeypatch):
     np.testing.assert_allclose(points, ref[2], atol=1e-2)
 
 
+@pytest.mark.data
+def test_contrast_retry_finds_dark_close_ups():
+    """Faces filling a dark frame (a movie still): the retry with the contrast stretched finds most that the plain
+    and border searches miss; where the first search finds the face, nothing else runs."""
+    on, off = MTCNNLiteDetector(), MTCNNLiteDetector(contrast_retry=0)
+    dark = [Image.fromarray((np.asarray(f.resize((200, 200), Image.BILINEAR)) * 0.15).astype(np.uint8))
+            for f in _fer_faces(20)]
+    found_on, found_off = sum(bool(on.detect(d)) for d in dark), sum(bool(off.detect(d)) for d in dark)
+    assert found_on >= 17 and found_on >= found_off + 5, (found_on, found_off)
+
+
 def test_crop_caches_tell_the_detector_settings_apart():
     """Frames cropped with and without the retry, the coarse-level threshold or the tilted search differ, so their
     caches must not share a key; the plain name stays the key of caches made before any of them."""
-    from fdrl.faces import BORDER_RETRY, LARGE_WINDOWS, TURN_ANGLE, TURN_MIN_FACE, FaceCropper
+    from fdrl.faces import BORDER_RETRY, CONTRAST_RETRY, LARGE_WINDOWS, TURN_ANGLE, TURN_MIN_FACE, FaceCropper
 
     cropper = FaceCropper("mtcnn_lite", 0.1)
     det = cropper.detector
     assert BORDER_RETRY > 0 and LARGE_WINDOWS is not None and det.turn_angle == 0
     assert cropper.key == f"{det.key}:0.1:rot"
     large = "+large{}@{:g}".format(*LARGE_WINDOWS)
-    assert det.key == f"mtcnn_lite+border{BORDER_RETRY:g}{large}"
+    contrast = f"+contrast{CONTRAST_RETRY:g}"
+    assert det.key == f"mtcnn_lite+border{BORDER_RETRY:g}{contrast}{large}"
     tilted = FaceCropper("mtcnn_lite_tilted", 0.1).detector
     assert tilted.name == "mtcnn_lite_tilted" and tilted.turn_angle == TURN_ANGLE > 0
-    assert tilted.key == f"mtcnn_lite_tilted+border{BORDER_RETRY:g}{large}+turn{TURN_ANGLE:g}@{TURN_MIN_FACE}"
+    assert tilted.key == \
+        f"mtcnn_lite_tilted+border{BORDER_RETRY:g}{contrast}{large}+turn{TURN_ANGLE:g}@{TURN_MIN_FACE}"
     tilted.turn_min_face = 64
     assert tilted.key.endswith("@64")
     tilted.turn_angle = 0  # the name follows the setting
     assert tilted.name == "mtcnn_lite" and "turn" not in tilted.key
     det.net.large_windows = None
+    assert det.key == f"mtcnn_lite+border{BORDER_RETRY:g}{contrast}"
+    det.contrast_retry = 0
     assert det.key == f"mtcnn_lite+border{BORDER_RETRY:g}"
     det.border_retry = 0
     assert FaceCropper("opencv", 0.1).key == "opencv:0.1:rot" and det.key == "mtcnn_lite"

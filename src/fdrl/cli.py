@@ -11,7 +11,7 @@ import sys
 
 from .errors import FdrlError
 from .faces import DEFAULT_DETECTOR, DEFAULT_MARGIN, DETECTORS  # numpy and PIL, never torch
-from .inference.packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
+from .inference.packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES, WHOLE_IMAGE_MAX_SIDE
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"(default: {DEFAULT_MODEL})")
     pd.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
                     help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
+    pd.add_argument("--whole-image-max-side", type=int, default=WHOLE_IMAGE_MAX_SIDE, metavar="PX",
+                    help="an image no larger than this (px, longer side) in which no face is found is read "
+                         f"whole as one face crop (status whole_image; default {WHOLE_IMAGE_MAX_SIDE}; 0: never)")
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
@@ -249,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"a model shipped in the package: {', '.join(PACKAGED_MODELS)}")
     sv.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
                     help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
+    sv.add_argument("--whole-image-max-side", type=int, default=WHOLE_IMAGE_MAX_SIDE, metavar="PX",
+                    help="an image no larger than this (px, longer side) in which no face is found is read "
+                         f"whole as one face crop (status whole_image; default {WHOLE_IMAGE_MAX_SIDE}; 0: never)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-upload-mb", type=_positive_number, default=None, metavar="N",

@@ -68,7 +68,7 @@ def predict_command(args: argparse.Namespace) -> int:
     images = [i for i in args.inputs if not _is_video(i)]
     _check_folders(images, bool(videos))  # before the model loads
     rec = Recognizer(args.checkpoint, detector=args.detector, device=args.device, batch_size=args.batch_size,
-                     model=args.model, tta=args.tta)
+                     model=args.model, tta=args.tta, whole_image_max_side=args.whole_image_max_side)
     result = PredictionResult(classes=rec.classes)
     if images:
         result = rec.predict(images)

@@ -8,9 +8,13 @@ import typing
 from ..literals import TtaMode
 from ..shipped import DEFAULT_MODEL, MODEL_CARDS, PACKAGED_MODELS
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_TTA", "MODEL_CARDS", "PACKAGED_MODELS", "TTA_MODES"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_TTA", "MODEL_CARDS", "PACKAGED_MODELS", "TTA_MODES", "WHOLE_IMAGE_MAX_SIDE"]
 
 
 TTA_MODES: tuple[str, ...] = typing.get_args(TtaMode)
 # From the measured gain and cost on the FER2013 validation split (docs/results.md, "Test-time augmentation").
 DEFAULT_TTA = "flip"
+# An image at most this many pixels on its longer side in which the detector finds no face is taken for a face
+# crop (FER2013's 48 px faces, SFEW's aligned movie faces, a cropped selfie: the face fills the frame and the
+# detector misses its outline or half of it) and classified whole, with status "whole_image" and score 0.
+WHOLE_IMAGE_MAX_SIDE = 256

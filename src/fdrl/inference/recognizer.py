@@ -27,7 +27,7 @@ from ..engine.runtime import resolve_device
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..shipped import shipped_file
-from .packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
+from .packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES, WHOLE_IMAGE_MAX_SIDE
 
 
 def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
@@ -76,7 +76,7 @@ class FaceResult:
 @dataclass
 class ImageStatus:
     image_id: str
-    status: str  # "ok", "no_face", "unreadable: <reason>"
+    status: str  # "ok", "whole_image", "no_face", "unreadable: <reason>"
     faces: int = 0
 
 
@@ -256,11 +256,13 @@ class Recognizer:
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, detector: str | None = None,
                  device: str = "cpu", batch_size: int = 64, model: str | None = None,
-                 tta: str = DEFAULT_TTA) -> None:
+                 tta: str = DEFAULT_TTA, whole_image_max_side: int = WHOLE_IMAGE_MAX_SIDE) -> None:
         """``checkpoint``: an fdrl .pt, exported .onnx or TorchScript file; or ``model``: a packaged model's name
         (``PACKAGED_MODELS``); neither: the default packaged model. ``detector=None``: the detector the checkpoint
         was trained with (its preprocessing), else ``DEFAULT_DETECTOR``. ``tta``: ``none``, ``flip`` (2 views) or
-        ``tencrop`` (10 views), probabilities averaged over the views. ``device``: ``cpu``, ``cuda[:N]`` or
+        ``tencrop`` (10 views), probabilities averaged over the views. ``whole_image_max_side``: an image no
+        larger than this (px, longer side) without a detected face is classified whole as a face crop (status
+        ``whole_image``); 0: never. ``device``: ``cpu``, ``cuda[:N]`` or
         ``auto`` (:func:`fdrl.engine.runtime.resolve_device`; a device this machine lacks is a
         :class:`~fdrl.errors.DeviceError`)."""
         if checkpoint is not None and model is not None:
@@ -278,6 +280,7 @@ class Recognizer:
         self.detector = create_detector(detector or (trained if trained != "none" else DEFAULT_DETECTOR), device=device)
         self.batch_size = batch_size
         self.checkpoint = str(path)
+        self.whole_image_max_side = whole_image_max_side
 
     # ---- preprocessing -----------------------------------------------------------------------------------
     def face_tensor(self, crops: list[Image.Image]) -> torch.Tensor:
@@ -310,10 +313,13 @@ class Recognizer:
                 alphas.append(a_sum / len(views))
         return np.concatenate(probs), (np.concatenate(alphas) if alphas else None)
 
-    def _faces(self, image: Image.Image) -> tuple[list[Face], list[Image.Image]]:
+    def _faces(self, image: Image.Image) -> tuple[list[Face], list[Image.Image], str]:
+        """The faces of a photo, their crops and the photo's status (``ok``, ``whole_image``, ``no_face``)."""
         faces = self.detector.detect(image)
+        if not faces and max(image.size) <= self.whole_image_max_side:
+            return [Face(box=(0, 0, *image.size), score=0.0)], [image], "whole_image"
         return faces, [crop_face(image, f, self.prep.face_margin) if self.detector.name != "none" else image
-                       for f in faces]
+                       for f in faces], "ok" if faces else "no_face"
 
     # ---- API ---------------------------------------------------------------------------------------------
     def _inputs(self, inputs: Any, bgr: bool) -> Iterator[tuple[str, Image.Image | Exception]]:
@@ -376,10 +382,10 @@ class Recognizer:
 
     def predict(self, inputs: Any, bgr: bool = False) -> PredictionResult:
         """Faces found by the detector in photos (paths, folders, PIL images, HxWx3 uint8 numpy arrays, or a list
-        mixing them), each classified; every input image gets a status (``ok``, ``no_face``, ``unreadable: ...``,
-        also for an image the detector fails on), so one bad image never costs the others' results. A tensor is
-        refused: it used to be taken as an already-cropped face, so the same photo answered differently as a
-        tensor and as a file; :meth:`predict_tensor` is the explicit call for pre-cropped faces."""
+        mixing them), each classified; every input image gets a status (``ok``, ``whole_image``, ``no_face``,
+        ``unreadable: ...``, also for an image the detector fails on), so one bad image never costs the others'
+        results. A tensor is refused: it used to be taken as an already-cropped face, so the same photo answered
+        differently as a tensor and as a file; :meth:`predict_tensor` is the explicit call for pre-cropped faces."""
         if isinstance(inputs, torch.Tensor):
             raise InputError("predict() detects faces in photos (paths, PIL images, numpy HxWx3 uint8 arrays) and "
                              "does not take tensors; for a batch of pre-cropped faces (no detection) call "
@@ -408,12 +414,12 @@ class Recognizer:
                 res.images.append(ImageStatus(iid, f"unreadable: {image}"))
                 continue
             try:
-                faces, crops = self._faces(image)
+                faces, crops, status = self._faces(image)
             except (FdrlError, cv2.error) as exc:  # this image is unusable; a bug elsewhere keeps its traceback
                 res.images.append(ImageStatus(iid, f"unreadable: face detection failed "
                                                    f"({type(exc).__name__}: {first_line(exc)})"))
                 continue
-            res.images.append(ImageStatus(iid, "ok" if faces else "no_face", len(faces)))
+            res.images.append(ImageStatus(iid, status, len(faces)))
             pending.extend((iid, k, f, c) for k, (f, c) in enumerate(zip(faces, crops, strict=True)))
             if len(pending) >= self.batch_size:
                 flush()
@@ -440,7 +446,7 @@ class Recognizer:
 
         for idx, arr in frames:
             image = Image.fromarray(np.ascontiguousarray(arr[..., ::-1] if bgr else arr))
-            faces, crops = self._faces(image)
+            faces, crops, _ = self._faces(image)
             buf.append((idx, arr, faces, crops))
             if sum(len(b[2]) for b in buf) >= self.batch_size or len(buf) >= self.batch_size:
                 yield from flush()

@@ -204,7 +204,7 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     recognizer = Recognizer(args.checkpoint, model=args.model, detector=args.detector, device=args.device,
-                            tta=args.tta)
+                            tta=args.tta, whole_image_max_side=args.whole_image_max_side)
     limits = Limits()
     if args.max_upload_mb is not None:
         limits = replace(limits, max_upload_bytes=int(args.max_upload_mb * MB))

@@ -72,6 +72,7 @@ function placeBoxes(stage, img, faces) {
 function statusText(s) {
   if (s.status === "ok") return `${s.faces} face${s.faces === 1 ? "" : "s"}`;
   if (s.status === "no_face") return "no face found";
+  if (s.status === "whole_image") return "no face found: the whole image read as one face";
   return s.status;
 }
 
