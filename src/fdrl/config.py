@@ -17,10 +17,9 @@ from .errors import ConfigError, UnknownDetectorError
 from .faces import DEFAULT_MARGIN, check_detector_name
 from .literals import MixMode, TtaMode, check_choice
 from .losses import LossConfig
+from .models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from .models.trunks import trunk_input
 from .optim import OptimConfig, SchedConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -214,13 +213,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _check_model_overrides(cfg: TrainConfig) -> None:
     """The model overrides build a config, and the input size suits its trunk."""
     from .models import make_config
-    from .models.trunks import trunk_min_input_size
 
     try:
         model = make_config(cfg.model_name, **cfg.model)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from exc
-    size, least = cfg.data.preprocessing.input_size, trunk_min_input_size(model.trunk)
+    size, least = cfg.data.preprocessing.input_size, trunk_input(model.trunk).min_input_size
     if size < least:
         raise ConfigError(f"data.preprocessing.input_size={size} is below the minimum of trunk {model.trunk!r} "
                           f"({least} px; smaller inputs cannot pass its layers): set data.preprocessing.input_size "

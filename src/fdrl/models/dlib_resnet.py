@@ -101,6 +101,7 @@ class DlibResNet29Trunk(nn.Module):
     """
 
     num_features = STAGES[-1][0]
+    input_mean, input_std = PIXEL_MEAN, PIXEL_STD
     min_input_size = 103  # checked by compute_min_input_size(); smaller inputs leave no pixel for a 3x3/2 conv
 
     def __init__(self, descriptor_head: bool = False) -> None:

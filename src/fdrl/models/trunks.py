@@ -1,11 +1,13 @@
 """Trunks by name: the backbone a model builds from its config's ``trunk`` field.
 
 A trunk maps images (B, 3, H, W) to a pooled feature (B, num_features) and says its width in ``num_features``,
-which sizes the heads. A new trunk is a module plus one entry in :data:`TRUNKS`. Optional parts of the contract:
-``min_input_size`` (class attribute; the run config refuses smaller ``data.preprocessing.input_size``),
-``stages`` (its residual stages, input side first; the pooled feature is the global average of the last one's
-output), ``freeze(mode)`` (``model.freeze``), ``load_pretrained(source)`` (``model.pretrained_path``; without it a torch
-state dict of the trunk is loaded), and keyword options that are fields of the model config (``stem``).
+which sizes the heads, and the normalisation its weights expect in ``input_mean`` and ``input_std`` (class
+attributes, per RGB channel of pixels in [0, 1], as timm's pretrained configs give theirs). A new trunk is a
+module plus one entry in :data:`TRUNKS`. Optional parts of the contract: ``min_input_size`` (class attribute; the
+run config refuses smaller ``data.preprocessing.input_size``), ``stages`` (its residual stages, input side first;
+the pooled feature is the global average of the last one's output), ``freeze(mode)`` (``model.freeze``),
+``load_pretrained(source)`` (``model.pretrained_path``; without it a torch state dict of the trunk is loaded), and
+keyword options that are fields of the model config (``stem``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -69,9 +72,23 @@ def build_trunk(name: str, **options: Any) -> nn.Module:
     return trunk
 
 
-def trunk_min_input_size(name: str) -> int:
-    """The smallest input side the trunk ``name`` accepts (1 when it does not say)."""
-    return int(getattr(TRUNKS[check_trunk_name(name)], "min_input_size", 1))
+@dataclass(frozen=True)
+class TrunkInput:
+    """What a trunk expects of its input, read from its class; the run config refuses inputs below
+    ``min_input_size``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    min_input_size: int  # the smallest side that passes its layers (1: any)
+
+
+def trunk_input(name: str) -> TrunkInput:
+    """The input the trunk ``name`` expects: its normalisation and smallest side."""
+    cls = TRUNKS[check_trunk_name(name)]
+    missing = [a for a in ("input_mean", "input_std") if not hasattr(cls, a)]
+    if missing:
+        raise TypeError(f"trunk {name!r} does not say its input normalisation ({', '.join(missing)})")
+    return TrunkInput(tuple(cls.input_mean), tuple(cls.input_std), int(getattr(cls, "min_input_size", 1)))
 
 
 def freeze_trunk(trunk: nn.Module, mode: str) -> None:
