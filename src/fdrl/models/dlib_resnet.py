@@ -45,7 +45,7 @@ PIXEL_STD = (INPUT_SCALE / 255.0,) * 3
 STAGES = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
 STEM_CHANNELS = 32
 DESCRIPTOR_DIM = 128
-PACKAGE_SOURCE = "dlib"  # model.pretrained_path value naming MODEL_FILE of the installed PACKAGE
+PACKAGE_SOURCE = "dlib"  # trunk.pretrained_path value naming MODEL_FILE of the installed PACKAGE
 
 
 class Affine(nn.Module):
