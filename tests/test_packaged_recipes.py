@@ -166,6 +166,19 @@ def test_fdrl_recipes_lists_each_with_its_line_and_prints_one_resolved(capsys):
     assert printed == to_dict(load_config("sfew", baseline=True)) and printed["model_name"] == "baseline_resnet18"
 
 
+def test_docs_and_scripts_name_packaged_recipes_only():
+    """Every ``fdrl train --recipe NAME`` in the README, docs, model cards, scripts and the demo's closing hint names
+    a packaged recipe; nothing points at a configs/ folder."""
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "scripts").glob("*.*"),
+             ROOT / "src" / "fdrl" / "engine" / "runner.py", *(ROOT / "src" / "fdrl" / "weights").glob("*.md")]
+    known = set(list_recipes())
+    for f in files:
+        text = f.read_text()
+        assert "configs/" not in text, f"{f.name} points at configs/"
+        named = set(re.findall(r"train --recipe[ =]([A-Za-z0-9_]+)", text)) - {"NAME"}
+        assert named <= known, f"{f.name} names unknown recipes {sorted(named - known)}"
+
+
 @pytest.mark.skipif(importlib.util.find_spec("setuptools") is None or importlib.util.find_spec("pip") is None,
                     reason="building the wheel offline needs setuptools and pip in this environment")
 def test_a_plain_wheel_install_has_the_recipes(tmp_path):
