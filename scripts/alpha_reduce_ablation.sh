@@ -14,7 +14,7 @@ run() {
   grep -oE "^epoch=[0-9]+|val_accuracy=[0-9.]+" "$OUT/$name.log" | paste -sd' ' | sed 's/epoch=/  e/g; s/val_accuracy=/ /g'
 }
 mkdir -p "$OUT"
-run baseline --set model_name=baseline_resnet18 --set model={}
+run baseline --set model_name=baseline_resnet18
 run fdrl_l1_literal --set model.alpha_reduce=l1
 run fdrl_l1_normalized --set model.alpha_reduce=l1 --set loss.balance_target=normalized
 run fdrl_l1_cross_entropy_only --set model.alpha_reduce=l1 --set loss.lambda_balance=0 \

@@ -1,8 +1,11 @@
 """Seeded, stratified k-fold cross-validation of full training runs, FDRL arms paired with their baseline.
 
     python scripts/cross_validate.py --root ../shared/data/sfew --out runs/cv_sfew --folds 5 --seeds 0,1 \
-        --arm baseline=configs/sfew_baseline.yaml --arm fdrl=configs/sfew.yaml \
-        --arm sharp=configs/sfew.yaml:loss.lambda_sharpness=0.5 [--jobs 2] [--set train.epochs=10]
+        --arm baseline=sfew:model_name=baseline_resnet18 --arm fdrl=sfew \
+        --arm sharp=sfew:loss.lambda_sharpness=0.5 [--jobs 2] [--set train.epochs=10]
+
+An arm's config is a packaged recipe's name or a YAML file; ``model_name=baseline_resnet18`` makes it the recipe's
+baseline twin (the same trunk and recipe, one linear layer as the head; head options set before it are dropped).
 
 For benchmarks whose test labels are withheld (SFEW 2.0's Val), arms are compared on the training split alone:
 each seed cuts ``train`` into ``--folds`` stratified folds (``train/fold<k>/train|test``, whole movies or subjects
@@ -27,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from fdrl.engine.decomposition import EPOCH_FIGURES as DECOMPOSITION
+from fdrl.recipes import names_a_file
 
 
 def parse_arm(spec: str) -> tuple[str, str, list[str]]:
-    """``name=config.yaml[:key=value,key=value]`` -> (name, config, overrides)."""
+    """``name=recipe_or_file[:key=value,key=value]`` -> (name, config, overrides)."""
     name, sep, rest = spec.partition("=")
     if not sep or not name or not rest:
         raise SystemExit(f"--arm {spec!r}: expected NAME=CONFIG[:KEY=VALUE,...]")
@@ -48,7 +52,8 @@ def train_cell(arm: tuple[str, str, list[str]], seed: int, fold: int, args: argp
     d = run_dir(Path(args.out), name, seed, fold)
     if (d / "summary.json").is_file():
         return d
-    cmd = [sys.executable, "-m", "fdrl.cli", "train", "--config", config, "--out", str(d),
+    source = ["--config", config] if names_a_file(config) else ["--recipe", config]
+    cmd = [sys.executable, "-m", "fdrl.cli", "train", *source, "--out", str(d),
            "--set", f"data.root={args.root}", "--set", f"data.train_split={args.split}/fold{fold}/train",
            "--set", "data.val_split=null", "--set", f"data.test_split={args.split}/fold{fold}/test",
            "--set", f"data.options.num_folds={args.folds}", "--set", f"train.seed={seed}",

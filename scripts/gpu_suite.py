@@ -25,12 +25,12 @@ evaluation never ran, and the suite does not evaluate on test itself).
 The output is kept within what a remote GPU runner typically returns (at most 8 files of 16 MiB, 2 folders deep:
 the limits below); this script writes 7.
 
-Recipes (``--recipe``): ``scratch`` trains ResNet-18 from scratch (``configs/fer2013.yaml``, 48 px, small stem);
-``dlib`` fine-tunes dlib's face-recognition trunk (``configs/fer2013_dlib_long.yaml``: the shipped model's
-recipe, 112 px, scale-free balance target; the same configs as the CPU long pair), the paper's setting (a
+Recipes (``--recipe``): ``scratch`` trains ResNet-18 from scratch (the packaged recipe ``fer2013``, 48 px, small
+stem); ``dlib`` fine-tunes dlib's face-recognition trunk (``fer2013_dlib_long``: the shipped model's recipe, 112 px,
+scale-free balance target; the same recipe as the CPU long pair), the paper's setting (a
 face-pretrained trunk, fine-tuned). A GPU machine without network access or the ``face_recognition_models``
 package still runs it: ``pack --trunk dlib`` puts the trunk's weights into the pack as an fp16 torch state dict
-(~11 MB; the .dat's float32 would not fit the 64 MiB sent); each run loads it through ``model.pretrained_path``.
+(~11 MB; the .dat's float32 would not fit the 64 MiB sent); each run loads it through ``trunk.pretrained_path``.
 """
 
 from __future__ import annotations
@@ -63,12 +63,11 @@ sys.path.insert(0, str(REPO / "src"))  # the subprocesses run this tree's fdrl: 
 
 ARCHIVE, MANIFEST = "fer2013.tar.gz", "manifest.json"  # gzip: zlib is in every Python (xz: 5 % smaller)
 SPLIT_FOLDERS = {"train": "Training", "test": "PublicTest"}  # folder -> the only usage packed from it
-# recipe -> its two configs and the flags' defaults (stem None: the trunk has no stem switch)
+# --recipe -> the packaged recipe both variants train (the baseline: its --baseline twin) and the flags' defaults
+# (stem None: the trunk has no stem switch)
 RECIPES: dict[str, dict[str, Any]] = {
-    "scratch": {"fdrl": "configs/fer2013.yaml", "baseline": "configs/fer2013_baseline.yaml", "size": 48,
-                "stem": "small"},
-    "dlib": {"fdrl": "configs/fer2013_dlib_long.yaml", "baseline": "configs/fer2013_dlib_long_baseline.yaml",
-             "size": 112, "stem": None, "trunk": "dlib"},
+    "scratch": {"recipe": "fer2013", "size": 48, "stem": "small"},
+    "dlib": {"recipe": "fer2013_dlib_long", "size": 112, "stem": None, "trunk": "dlib"},
 }
 TRUNK_FILES = {"dlib": "dlib_resnet29_fp16.pt"}  # pack --trunk NAME writes this file beside the archive
 WEIGHTS_DIR = "src/fdrl/weights"
@@ -89,8 +88,8 @@ PROTOCOL = ("data.train_split=train/fit", "data.val_split=train/holdout", f"data
 PROTECTED = ("data.dataset", "data.root", "data.train_split", "data.val_split", "data.test_split",
              "data.val_fraction", "train.select", "data.cache", "data.cache_dir", "train.epochs", "train.seed",
              "train.device", "train.max_steps_per_epoch",
-             "train.batch_size", "train.amp", "model.stem", "data.preprocessing.input_size",  # 4 flags
-             "model.pretrained_path")  # the packed trunk (--recipe)
+             "train.batch_size", "train.amp", "trunk.stem", "model.stem", "data.preprocessing.input_size",  # 4 flags
+             "trunk.pretrained_path", "model.pretrained_path", "model_name")  # the packed trunk (--recipe), variant
 
 
 class SuiteError(RuntimeError):
@@ -286,7 +285,7 @@ class Run:
     seed: int
     dir: Path
     overrides: list[str]
-    config: str  # the variant's config file in this call's recipe
+    recipe: str  # the packaged recipe of this call; the baseline variant trains its --baseline twin
     proc: subprocess.Popen | None = None
     started: float = 0.0
     ended: float | None = None
@@ -299,7 +298,8 @@ class Run:
 
     def command(self) -> list[str]:
         sets = [a for o in self.overrides for a in ("--set", o)]
-        return [sys.executable, "-m", "fdrl.cli", "train", "--config", self.config, *sets,  # cwd: REPO
+        twin = ["--baseline"] if self.variant == "baseline" else []
+        return [sys.executable, "-m", "fdrl.cli", "train", "--recipe", self.recipe, *twin, *sets,  # cwd: REPO
                 "--out", str(self.dir)]
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -543,7 +543,7 @@ class Suite:
     def header(self) -> list[str]:
         i, plan = self.info, self.info.get("plan", {})
         cmd = plan.get("command_example", "(not started)")
-        return [f"# GPU suite: FDRL vs baseline on FER2013, recipe {self.args.recipe} ({self.configs['fdrl']}; "
+        return [f"# GPU suite: FDRL vs baseline on FER2013, recipe {self.args.recipe} ({self.recipe_name}; "
                 "train: train/fit; select: train/holdout; test: PublicTest)", "",
                 f"- machine: {i.get('machine', '?')}; torch {i.get('torch', '?')}; suite wall time "
                 f"{self.elapsed():.0f} s of a {i['budget_s']} s budget",
@@ -583,17 +583,17 @@ class Suite:
                  f"{len(info['parts'])} part(s)")
 
     @property
-    def configs(self) -> dict[str, str]:
-        """variant -> the config file of this call's recipe."""
-        return {v: RECIPES[self.args.recipe][v] for v in ("fdrl", "baseline")}
+    def recipe_name(self) -> str:
+        """The packaged recipe of this call's --recipe."""
+        return RECIPES[self.args.recipe]["recipe"]
 
     def recipe(self, data_root: str, threads: int) -> list[str]:
         """The overrides every run shares (the suite's own keys last, so they win)."""
         a, r = self.args, RECIPES[self.args.recipe]
         lr = a.lr if a.lr is not None else self.scaled_lr()
         stem = a.stem or r["stem"]
-        trunk = [f"model.pretrained_path={packed_trunk(Path(a.pack), r['trunk'])}"] if r.get("trunk") else []
-        return [*([f"model.stem={stem}"] if stem else []), *trunk,
+        trunk = [f"trunk.pretrained_path={packed_trunk(Path(a.pack), r['trunk'])}"] if r.get("trunk") else []
+        return [*([f"trunk.stem={stem}"] if stem else []), *trunk,
                 f"data.preprocessing.input_size={a.size or r['size']}", f"train.amp={a.amp}",
                 "train.channels_last=true", f"train.batch_size={a.batch_size}", f"optim.lr={lr:g}",
                 "train.eval_batch_size=1024", f"train.num_threads={threads}", "train.log_every=1000",
@@ -605,13 +605,13 @@ class Suite:
         """The config's lr x sqrt(batch / config batch): Adam's usual square-root scaling for a larger batch."""
         from fdrl.config import load_config
 
-        cfg = load_config(REPO / self.configs["fdrl"])
+        cfg = load_config(self.recipe_name)
         return cfg.optim.lr * math.sqrt(self.args.batch_size / cfg.train.batch_size)
 
     def make_runs(self, stage: str, seeds: Iterable[int], common: list[str], extra: list[str]) -> list[Run]:
         prefix = "" if stage == "runs" else f"{stage}_"
         runs = [Run(f"{prefix}{v}_s{s}", v, s, self.work / stage / f"{v}_s{s}", [*common, f"train.seed={s}", *extra],
-                    self.configs[v]) for s in seeds for v in ("baseline", "fdrl")]
+                    self.recipe_name) for s in seeds for v in ("baseline", "fdrl")]
         self.all_runs += runs
         return runs
 
@@ -701,7 +701,7 @@ def _stages(s: Suite, args: argparse.Namespace, seeds: list[int], parallel: int,
         try:
             t = time.time()
             for seed in seeds:
-                cfg = load_config(REPO / s.configs["fdrl"], [*common, f"train.seed={seed}"])
+                cfg = load_config(s.recipe_name, [*common, f"train.seed={seed}"])
                 splits = load_splits(cfg, lambda m: s.log(f"cache: {m}"))
                 built.setdefault("n_train", len(splits["train"]))
             s.log(f"tensor cache built once in {time.time() - t:.1f} s ({built['n_train']} train/fit images per "

@@ -1,17 +1,19 @@
 """FDRL vs its baseline, head only, on cached features of a frozen trunk: many seeds in minutes.
 
-    python scripts/head_seeds.py --config configs/fer2013_dlib.yaml --set data.root=../shared/data/fer2013 \
-        --seeds 0..9 [--epochs 10] [--baseline-config configs/fer2013_dlib_baseline.yaml]
+    python scripts/head_seeds.py --config fer2013_dlib --set data.root=../shared/data/fer2013 \
+        --seeds 0..9 [--epochs 10] [--baseline-config my_baseline.yaml]
     python scripts/head_seeds.py ... --level last_stage_input      # last stage fine-tuned too, on cached maps
     python scripts/head_seeds.py ... --arm l1:model.alpha_reduce=l1 --arm lit:loss.balance_target=literal
 
-Both configs get ``model.freeze=all``; they must share data, preprocessing and trunk (the features are shared,
+``--config`` is a packaged recipe's name or a YAML file; the baseline is its ``--baseline`` twin unless
+``--baseline-config`` names another. Both configs get ``trunk.freeze=all``; they must share data, preprocessing and
+trunk (the features are shared,
 which is what makes the per-seed difference a paired one). The trunk's pooled features of train and val (plain and
 flipped) are extracted once and cached beside the image cache; each seed then trains the FDRL head and the
 baseline's linear head from the same seed. Printed: extraction throughput and cache size, per-seed last-epoch
 validation accuracy, mean ± std, and the paired FDRL − baseline difference. ``--level last_stage_input`` caches
 the maps entering the trunk's last stage instead (fp16) and trains that stage with the head, from the trunk's
-pretrained weights (the paper-like ``model.freeze=all_but_last`` fine-tune, many seeds without the full trunk).
+pretrained weights (the paper-like ``trunk.freeze=all_but_last`` fine-tune, many seeds without the full trunk).
 ``--arm NAME:KEY=VALUE`` (repeatable; repeats of one NAME merge) adds FDRL variants, e.g. the spec's ambiguity
 switches: each trains from every seed on the same features and is compared, paired, with the same baseline and
 with the config's FDRL.
@@ -36,8 +38,6 @@ from fdrl.engine.runtime import resolve_device
 from fdrl.errors import FdrlError
 from fdrl.models import create_model
 
-TRUNK_FIELDS = ("trunk", "pretrained_path", "stem")
-
 
 def parse_seeds(text: str) -> list[int]:
     """``0..9`` (inclusive) or ``0,3,7``."""
@@ -58,15 +58,10 @@ def parse_arms(specs: list[str]) -> dict[str, list[str]]:
     return arms
 
 
-def baseline_path(config: str) -> str:
-    p = Path(config)
-    return str(p.with_name(p.stem + "_baseline" + p.suffix))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, help="the FDRL run config")
-    ap.add_argument("--baseline-config", help="its baseline twin (default: <config>_baseline.yaml)")
+    ap.add_argument("--config", required=True, help="the FDRL run config: a packaged recipe's name or a YAML file")
+    ap.add_argument("--baseline-config", help="the baseline's config (default: the --config's baseline twin)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, applied to both")
     ap.add_argument("--seeds", default="0..9", help="0..9 or 0,1,2 (default 0..9)")
     ap.add_argument("--epochs", type=int, help="head epochs (default: train.epochs of the config)")
@@ -76,26 +71,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="an FDRL variant (override applied to the FDRL config only); repeat a NAME to merge")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
-    overrides = [*args.set, "model.freeze=all", "data.test_split=null"]
+    overrides = [*args.set, "trunk.freeze=all", "data.test_split=null"]
     try:
         arms = parse_arms(args.arm)
         cfgs = {"fdrl": load_config(args.config, overrides),
-                "baseline": load_config(args.baseline_config or baseline_path(args.config), overrides)}
+                "baseline": load_config(args.baseline_config or args.config, overrides,
+                                        baseline=args.baseline_config is None)}
         cfgs.update({name: load_config(args.config, [*overrides, *extra]) for name, extra in arms.items()})
     except (FdrlError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     a = cfgs["fdrl"]
     for name, b in cfgs.items():
-        if a.data != b.data or any(a.model.get(k) != b.model.get(k) for k in TRUNK_FIELDS):
-            print(f"error: fdrl and {name} must share data, preprocessing and trunk (trunk, pretrained_path, "
-                  "stem)", file=sys.stderr)
+        if a.data != b.data or a.trunk != b.trunk:
+            print(f"error: fdrl and {name} must share data, preprocessing and trunk (the trunk section)",
+                  file=sys.stderr)
             return 2
     if a.train.num_threads:
         torch.set_num_threads(a.train.num_threads)
     device = resolve_device(a.train.device)
     splits = load_splits(a, print)
-    trunk_model = create_model(a.model_name, num_classes=len(splits["train"].classes), **a.model).to(device)
+    trunk_model = create_model(a.model_name, num_classes=len(splits["train"].classes), **a.model_options()).to(device)
     trunk_name = trunk_model.config.trunk
     names = {"train": train_split_name(a.data), "val": a.data.val_split}
     feats = {role: cached_features(trunk_model.backbone, trunk_name, splits[role], a.data.dataset, split,

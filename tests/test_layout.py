@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
-    ("fdrl.errors", "fdrl.literals", "fdrl.shipped"),
+    ("fdrl.errors", "fdrl.literals", "fdrl.shipped", "fdrl.recipes"),
     ("fdrl.models",),
     ("fdrl.losses", "fdrl.optim"),
     ("fdrl.faces", "fdrl.mtcnn"),

@@ -32,7 +32,7 @@ def test_small_stem_keeps_resolution_and_round_trips(tmp_path, name):
 
 
 def test_small_stem_checkpoint_rebuilds_the_same_trunk(tmp_path):
-    train(load_config(None, [*TINY, "train.epochs=1", "model.stem=small", "report.plots=false"]), tmp_path)
+    train(load_config(None, [*TINY, "train.epochs=1", "trunk.stem=small", "report.plots=false"]), tmp_path)
     loaded = fdrl.load_checkpoint(tmp_path / "best.pt")
     assert loaded.model.config.stem == "small" and loaded.model.backbone.conv1.kernel_size == (3, 3)
 

@@ -1,9 +1,7 @@
 """No run selects or is tuned on a test split: FER2013's PublicTest (also its Kaggle name ``val``) is the test
-figure here, as is every data set's ``test``; val and test may not share samples; shipped configs comply."""
+figure here, as is every data set's ``test``; val and test may not share samples; shipped recipes comply."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +9,7 @@ from fdrl.config import load_config
 from fdrl.data.loading import load_splits
 from fdrl.data.registry import is_test_split, refuse_test_split
 from fdrl.errors import DataError, TrainingError
-
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+from fdrl.recipes import list_recipes
 
 
 @pytest.mark.parametrize("dataset, split, expected", [
@@ -50,11 +47,11 @@ def test_val_and_test_may_not_share_samples():
         load_splits(cfg)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_no_shipped_config_selects_on_a_test_split(path):
-    d = load_config(path).data
+@pytest.mark.parametrize("name", list_recipes())
+def test_no_shipped_recipe_selects_on_a_test_split(name):
+    d = load_config(name).data
     if d.val_split:
-        assert not is_test_split(d.dataset, d.val_split), f"{path.name}: val_split {d.val_split!r} is a test split"
+        assert not is_test_split(d.dataset, d.val_split), f"{name}: val_split {d.val_split!r} is a test split"
 
 
 def test_splits_with_different_class_lists_are_refused_not_relabelled(tmp_path):

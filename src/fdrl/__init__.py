@@ -6,6 +6,7 @@ Public API (imported lazily so that ``fdrl --help`` does not pay for importing t
     fdrl.list_models()
     fdrl.FDRLCriterion, fdrl.LossConfig
     fdrl.load_checkpoint(path)
+    fdrl.load_config("fer2013", ["data.root=..."]), fdrl.list_recipes()
     fdrl.train(config, out_dir), fdrl.evaluate_checkpoint(checkpoint, dataset, root, split)
     fdrl.Recognizer(checkpoint=None), fdrl.create_detector(name)
 """
@@ -36,6 +37,7 @@ _LAZY = {
     "TrainConfig": "fdrl.config",
     "Preprocessing": "fdrl.config",
     "load_config": "fdrl.config",
+    "list_recipes": "fdrl.recipes",
     "evaluate_checkpoint": "fdrl.engine.evaluate",
     "train": "fdrl.engine.trainer",
     "create_detector": "fdrl.faces",

@@ -40,6 +40,22 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    if args.name:  # the whole resolved config: torch is imported only here
+        from .config import dump_yaml, load_config
+
+        print(dump_yaml(load_config(args.name, args.overrides, baseline=args.baseline)), end="")
+        return 0
+    from .recipes import describe, list_recipes
+
+    names = list_recipes()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:{width}s}  {describe(name)}")
+    print("\nfdrl train --recipe NAME [--baseline] --set data.root=PATH --out RUN; every key: fdrl recipes NAME")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .engine.runner import train_command
 
@@ -137,8 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.set_defaults(func=_cmd_demo)
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("--config", help="YAML file (see configs/)")
+    r = sub.add_parser("recipes", help="list the training recipes shipped in the package")
+    r.add_argument("name", nargs="?", help="one recipe: print its resolved config (every key, as a run stores it)")
+    r.add_argument("--baseline", action="store_true", help="the recipe's baseline twin")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    r.set_defaults(func=_cmd_recipes)
+
+    t = sub.add_parser("train", help="train a model from a packaged recipe or a YAML config")
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--recipe", metavar="NAME", help="a recipe shipped in the package (fdrl recipes lists them)")
+    source.add_argument("--config", metavar="FILE", help="your own YAML file (it may `inherit:` a recipe by name)")
+    t.add_argument("--baseline", action="store_true",
+                   help="train the baseline twin: the same recipe, trunk and data, one linear layer as the head")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=5 --set model.delta=0.3")
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, report)")

@@ -1,26 +1,30 @@
-"""Typed run configuration: dataclass defaults <- YAML file <- ``--set key=value`` overrides.
+"""Typed run configuration: dataclass defaults <- recipe (a packaged one or a YAML file) <- ``--set key=value``.
 
 The resolved config is written to the run folder and into every checkpoint, so a checkpoint alone rebuilds
-the model, its preprocessing and the recipe that trained it.
+the model, its preprocessing and the recipe that trained it. What the recipe leaves to its trunk (the input
+normalisation) is filled in here, so the numbers are in the resolved config, never only implied by a name.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError, UnknownDetectorError
 from .faces import DEFAULT_MARGIN, check_detector_name
 from .literals import MixMode, TtaMode, check_choice
 from .losses import LossConfig
+from .models import BASELINE_MODEL, TRUNKS, TrunkChoice, make_config
+from .models.freezing import FreezeMode
+from .models.resnet import IMAGENET_MEAN, IMAGENET_STD, StemMode
+from .models.trunks import trunk_input
 from .optim import OptimConfig, SchedConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .recipes import recipe_layers
 
 
 @dataclass
@@ -28,6 +32,8 @@ class Preprocessing:
     """How a face crop becomes a model input; stored in checkpoints and ONNX metadata."""
 
     input_size: int = 224
+    # Per RGB channel of pixels in [0, 1]. Left unset in a recipe, load_config() takes the trunk's own
+    # (fdrl.models.trunks.trunk_input); a Preprocessing built by hand gets the default trunk's (ImageNet's).
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     grayscale: bool = False  # convert to gray and replicate to 3 channels (FER2013-style sources)
@@ -106,16 +112,53 @@ class ReportConfig:
     plots: bool = True
 
 
+# Model-config fields of the trunk, as the trunk section names them; before the section existed they were keys of
+# ``model`` (older YAML files and the configs inside older checkpoints), and they are still read from there.
+_TRUNK_KEYS = {"trunk": "name", "pretrained_path": "pretrained_path", "stem": "stem", "freeze": "freeze"}
+
+
+@dataclass
+class TrunkConfig:
+    """The trunk under the head, a section of its own so that switching ``model_name`` (``--baseline``) keeps it:
+    a recipe's FDRL and its baseline twin differ in the head alone. Fields and defaults: fdrl.models.TrunkChoice."""
+
+    name: str = TrunkChoice.trunk  # a name in fdrl.models.trunks.TRUNKS: resnet18 | dlib_resnet29
+    pretrained_path: str | None = TrunkChoice.pretrained_path  # a local file, or "dlib"; never downloaded
+    stem: StemMode = TrunkChoice.stem  # resnet18 only; "small" keeps resolution for 48 px faces
+    freeze: FreezeMode = TrunkChoice.freeze  # none | all | all_but_last
+
+    def __post_init__(self) -> None:
+        try:  # refuses a name, option or named weights that do not fit together
+            TrunkChoice(**self.model_fields())
+        except KeyError as exc:  # an unknown trunk name: a value error of this section
+            raise ValueError(str(exc)) from None
+
+    def model_fields(self) -> dict[str, Any]:
+        """The section as fields of the model config (where ``name`` is called ``trunk``)."""
+        return {key: getattr(self, attr) for key, attr in _TRUNK_KEYS.items()}
+
+
 @dataclass
 class TrainConfig:
-    model_name: str = "fdrl_resnet18"
-    model: dict[str, Any] = field(default_factory=dict)  # overrides of the model's own config
+    model_name: str = "fdrl_resnet18"  # or baseline_resnet18 (--baseline): one linear layer on the same trunk
+    model: dict[str, Any] = field(default_factory=dict)  # options of the model's head (its config's other fields)
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainSection = field(default_factory=TrainSection)
     report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self) -> None:
+        moved = sorted(set(self.model) & set(_TRUNK_KEYS))
+        if moved:
+            raise ConfigError(f"model: {moved} belong to the trunk section (trunk.{_TRUNK_KEYS[moved[0]]}); "
+                              "from_dict() and load_config() move them there from older configs")
+
+    def model_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``create_model(self.model_name, ...)``: the trunk and the head's options."""
+        return {**self.trunk.model_fields(), **self.model}
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -146,7 +189,17 @@ def _move_old_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     for (owner, key), section in _MOVED_KEYS.items():
         if owner is cls and key in data:
             data[section] = {**(data.get(section) or {}), key: data.pop(key)}
-    return data
+    return _lift_trunk_keys(data) if cls is TrainConfig else data
+
+
+def _lift_trunk_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """``model.trunk``, ``model.stem``, ... (an older file, checkpoint or ``--set``) moved to the trunk section,
+    where they override what it says."""
+    model, trunk = raw.get("model"), raw.get("trunk", {})
+    if not isinstance(model, dict) or not isinstance(trunk, dict) or not set(model) & set(_TRUNK_KEYS):
+        return raw
+    lifted = {_TRUNK_KEYS[k]: v for k, v in model.items() if k in _TRUNK_KEYS}
+    return {**raw, "model": {k: v for k, v in model.items() if k not in _TRUNK_KEYS}, "trunk": {**trunk, **lifted}}
 
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
@@ -195,79 +248,109 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    return key.strip(), _parse_value(text)
+
+
+def _set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(text)
+        _set_key(raw, *_parse_override(item))
     return raw
 
 
-def _check_model_overrides(cfg: TrainConfig) -> None:
-    """The model overrides build a config, and the input size suits its trunk."""
-    from .models import make_config
-    from .models.trunks import trunk_min_input_size
-
+def _check_model(cfg: TrainConfig) -> None:
+    """The model options build a config, and the input size suits the trunk."""
     try:
-        model = make_config(cfg.model_name, **cfg.model)
+        make_config(cfg.model_name, **cfg.model_options())
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from exc
-    size, least = cfg.data.preprocessing.input_size, trunk_min_input_size(model.trunk)
+    size, least = cfg.data.preprocessing.input_size, trunk_input(cfg.trunk.name).min_input_size
     if size < least:
-        raise ConfigError(f"data.preprocessing.input_size={size} is below the minimum of trunk {model.trunk!r} "
+        raise ConfigError(f"data.preprocessing.input_size={size} is below the minimum of trunk {cfg.trunk.name!r} "
                           f"({least} px; smaller inputs cannot pass its layers): set data.preprocessing.input_size "
                           f"to at least {least} (e.g. 112; the loader resizes the faces)")
 
 
-_REPLACED_WHOLE = {"model"}  # model overrides belong to one architecture: a child config replaces them
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any], top: bool = True) -> dict[str, Any]:
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and not (top and k in _REPLACED_WHOLE)
-        out[k] = _deep_merge(out[k], v, top=False) if merge else v
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
-def read_yaml_config(path: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A YAML config as a dict; ``inherit: other.yaml`` (relative to the file) is merged underneath."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    if str(p.resolve()) in _seen:
-        raise ConfigError(f"{p}: inherit cycle")
-    try:
-        loaded = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{p}: expected a YAML mapping at the top level")
-    parent = loaded.pop("inherit", None)
-    if parent:
-        loaded = _deep_merge(read_yaml_config(p.parent / parent, (*_seen, str(p.resolve()))), loaded)
-    return loaded
+def _switch_model(raw: dict[str, Any], name: Any) -> dict[str, Any]:
+    """``model_name`` set to another model: the head options belong to the old one and go; the trunk stays."""
+    if name == raw.get("model_name", TrainConfig.model_name):
+        return raw
+    return {**{k: v for k, v in raw.items() if k != "model"}, "model_name": name}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> TrainConfig:
-    """Resolve defaults <- YAML ``path`` (or ``base``) <- ``overrides``."""
-    raw: dict[str, Any] = dict(base or {})
-    if path is not None:
-        raw = _deep_merge(raw, read_yaml_config(path))
-    apply_overrides(raw, overrides or [])
-    cfg = from_dict(TrainConfig, raw)
-    _check_model_overrides(cfg)
+def _merge_layer(raw: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """A recipe layer over what is below it: sections merge key by key, except that a layer naming another model
+    starts that model's options afresh (so a child recipe or ``--baseline`` never inherits FDRL's head options)."""
+    layer = _lift_trunk_keys(layer)
+    if "model_name" in layer:
+        raw = _switch_model(raw, layer["model_name"])
+    return _deep_merge(raw, layer)
+
+
+def _fill_trunk_input(raw: dict[str, Any]) -> dict[str, Any]:
+    """The trunk's own normalisation where no layer set one (or set it to null)."""
+    trunk, data = raw.get("trunk", {}), raw.get("data", {})
+    prep = data.get("preprocessing", {}) if isinstance(data, dict) else None
+    name = trunk.get("name", TrunkConfig.name) if isinstance(trunk, dict) else None
+    if not isinstance(prep, dict) or name not in TRUNKS:
+        return raw  # from_dict names what is wrong
+    own = trunk_input(name)
+    filled = {k: list(v) for k, v in (("mean", own.mean), ("std", own.std)) if prep.get(k) is None}
+    return {**raw, "data": {**data, "preprocessing": {**prep, **filled}}} if filled else raw
+
+
+def read_recipe(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The keys of a recipe (a packaged recipe's name, or a YAML file's path) merged over its bases."""
+    raw: dict[str, Any] = {}
+    for _, layer in recipe_layers(source):
+        raw = _merge_layer(raw, layer)
+    return raw
+
+
+def load_config(source: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None, baseline: bool = False) -> TrainConfig:
+    """Resolve defaults <- ``base`` <- recipe ``source`` <- ``overrides`` <- ``baseline``, then fill in the
+    trunk's normalisation where none was set.
+
+    ``source`` is a packaged recipe's name (``fdrl recipes`` lists them) or a YAML file (a ``Path``, or text ending
+    in ``.yaml`` or holding a folder). Overrides apply in order; setting ``model_name`` to another model drops the
+    head options set before it and keeps the trunk. ``baseline`` does that last, so any command for FDRL plus
+    ``--baseline`` gives its baseline twin: the same trunk and sections, one linear layer as the head.
+    """
+    raw = _lift_trunk_keys(copy.deepcopy(base or {}))
+    if source is not None:
+        raw = _merge_layer(raw, read_recipe(source))
+    steps = [_parse_override(o) for o in overrides or []]
+    if baseline:
+        steps.append(("model_name", BASELINE_MODEL))
+    for key, value in steps:
+        if key == "model_name":
+            raw = _switch_model(raw, value)
+        _set_key(raw, key, value)
+        raw = _lift_trunk_keys(raw)
+    cfg = from_dict(TrainConfig, _fill_trunk_input(raw))
+    _check_model(cfg)
     return cfg
 
 

@@ -43,6 +43,10 @@ class ConfigError(FdrlError, ValueError):
     """A config key or value that does not exist or does not fit."""
 
 
+class UnknownRecipeError(ConfigError, UnknownNameError):
+    """A recipe name that is not shipped in the package (``fdrl recipes`` lists them)."""
+
+
 class DataError(FdrlError, ValueError):
     """A data set on disk that is missing, malformed or does not match its publisher's layout."""
 

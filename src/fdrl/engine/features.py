@@ -1,6 +1,6 @@
 """Pooled features of a frozen trunk, computed once per image (plain and horizontally flipped) and cached.
 
-With ``model.freeze=all`` nothing before the head changes during training, so the trunk's pooled feature of each
+With ``trunk.freeze=all`` nothing before the head changes during training, so the trunk's pooled feature of each
 image is a constant: computing it once turns a head-only run into seconds per epoch instead of a trunk forward
 per image per epoch. The flipped view is the training augmentation the cache can keep (each epoch picks one of
 the two views per image). The cache file is keyed like the image cache — data set, split, input size, colour, a
@@ -8,7 +8,7 @@ digest of the decoded images and labels — plus the normalisation, the trunk's 
 so another trunk, other weights or other images never read a stale file.
 
 ``level="last_stage_input"`` caches instead the maps entering the trunk's last stage (fp16, half the bytes), for a
-last-stage fine-tune (``model.freeze=all_but_last``) that runs only that stage per epoch
+last-stage fine-tune (``trunk.freeze=all_but_last``) that runs only that stage per epoch
 (:func:`fdrl.models.trunks.from_last_stage`); its file name says the level.
 """
 

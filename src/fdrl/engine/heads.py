@@ -6,7 +6,7 @@ flip of the ``basic`` augmentation; other augmentations need the images). No sel
 of the last epoch, so reporting them on the validation split is not optimistic.
 
 On maps cached at the last stage's input (``level="last_stage_input"``) the model is built with
-``model.freeze=all_but_last`` and the extraction trunk's weights, and each step runs the last stage, the global
+``trunk.freeze=all_but_last`` and the extraction trunk's weights, and each step runs the last stage, the global
 average and the head: a last-stage fine-tune without the rest of the trunk.
 """
 
@@ -66,7 +66,8 @@ def train_head(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, seed: int, 
     torch.manual_seed(seed)
     # Pooled features: the trunk never runs, so no weights to load, and frozen so that no optimiser group holds it.
     model = create_model(cfg.model_name, num_classes=len(train.classes),
-                         **{**cfg.model, "pretrained_path": None, "freeze": "all_but_last" if maps else "all"})
+                         **{**cfg.model_options(), "pretrained_path": None,
+                            "freeze": "all_but_last" if maps else "all"})
     if maps:
         model.backbone.load_state_dict(trunk_state)
     elif model.backbone.num_features != train.plain.shape[1]:

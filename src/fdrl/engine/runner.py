@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, load_config
+from ..errors import ConfigError
+from ..recipes import names_a_file
 
 DEMO_OVERRIDES = [
     "model_name=fdrl_resnet18",
@@ -28,7 +30,11 @@ DEMO_OVERRIDES = [
 
 
 def train_command(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    if args.recipe is not None and names_a_file(args.recipe):
+        raise ConfigError(f"--recipe {args.recipe}: expected the name of a packaged recipe (fdrl recipes lists "
+                          "them); a YAML file goes to --config")
+    source = args.recipe if args.recipe is not None else None if args.config is None else Path(args.config)
+    cfg = load_config(source, args.overrides, baseline=args.baseline)
     if args.folds:
         return run_folds(cfg, Path(args.out), args.folds, args.resume)
     from .trainer import train
@@ -111,5 +117,5 @@ def demo_command(args: argparse.Namespace) -> int:
     print(f"Report: {out / ('report_' + sel)}/ (metrics.json, confusion_matrix.png, alpha_by_class.png, tsne.png)"
           f" and {out / 'curves.png'}")
     print("Train on a real data set, e.g. FER2013 in its image-folder release:")
-    print("  fdrl train --config configs/fer2013.yaml --set data.root=/path/to/fer2013 --out runs/fer2013")
+    print("  fdrl train --recipe fer2013 --set data.root=/path/to/fer2013 --out runs/fer2013   # fdrl recipes: all")
     return 0

@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
         (out / "config.yaml").write_text(dump_yaml(cfg))
     data = load_splits(cfg, log)
     classes, prep = data["train"].classes, cfg.data.preprocessing
-    model = create_model(cfg.model_name, num_classes=len(classes), **cfg.model).to(device)
+    model = create_model(cfg.model_name, num_classes=len(classes), **cfg.model_options()).to(device)
     criterion = create_criterion(model, cfg.loss).to(device)
     optimizer = build_optimizer(model, criterion, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, t.epochs)

@@ -45,7 +45,7 @@ PIXEL_STD = (INPUT_SCALE / 255.0,) * 3
 STAGES = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
 STEM_CHANNELS = 32
 DESCRIPTOR_DIM = 128
-PACKAGE_SOURCE = "dlib"  # model.pretrained_path value naming MODEL_FILE of the installed PACKAGE
+PACKAGE_SOURCE = "dlib"  # trunk.pretrained_path value naming MODEL_FILE of the installed PACKAGE
 
 
 class Affine(nn.Module):
@@ -101,6 +101,7 @@ class DlibResNet29Trunk(nn.Module):
     """
 
     num_features = STAGES[-1][0]
+    input_mean, input_std = PIXEL_MEAN, PIXEL_STD
     min_input_size = 103  # checked by compute_min_input_size(); smaller inputs leave no pixel for a 3x3/2 conv
 
     def __init__(self, descriptor_head: bool = False) -> None:

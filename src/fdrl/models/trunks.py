@@ -1,11 +1,14 @@
 """Trunks by name: the backbone a model builds from its config's ``trunk`` field.
 
 A trunk maps images (B, 3, H, W) to a pooled feature (B, num_features) and says its width in ``num_features``,
-which sizes the heads. A new trunk is a module plus one entry in :data:`TRUNKS`. Optional parts of the contract:
-``min_input_size`` (class attribute; the run config refuses smaller ``data.preprocessing.input_size``),
-``stages`` (its residual stages, input side first; the pooled feature is the global average of the last one's
-output), ``freeze(mode)`` (``model.freeze``), ``load_pretrained(source)`` (``model.pretrained_path``; without it a torch
-state dict of the trunk is loaded), and keyword options that are fields of the model config (``stem``).
+which sizes the heads, and the normalisation its weights expect in ``input_mean`` and ``input_std`` (class
+attributes, per RGB channel of pixels in [0, 1]; a recipe that sets no ``data.preprocessing.mean``/``std`` gets
+them, as timm's pretrained configs give theirs). A new trunk is a module plus one entry in :data:`TRUNKS`.
+Optional parts of the contract: ``min_input_size`` (class attribute; the run config refuses smaller
+``data.preprocessing.input_size``), ``stages`` (its residual stages, input side first; the pooled feature is the
+global average of the last one's output), ``freeze(mode)`` (``trunk.freeze``), ``load_pretrained(source)``
+(``trunk.pretrained_path``; without it a torch state dict of the trunk is loaded), and keyword options that are
+fields of the model config (``stem``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,7 +33,7 @@ TRUNKS: dict[str, Callable[..., nn.Module]] = {
 }
 # Model-config options a trunk may not take, with the value that means "not asked for" (accepted by every trunk).
 NEUTRAL_OPTIONS: dict[str, Any] = {"stem": "imagenet"}
-# model.pretrained_path values that name weights of one trunk rather than a file.
+# trunk.pretrained_path values that name weights of one trunk rather than a file.
 NAMED_WEIGHTS = {PACKAGE_SOURCE: "dlib_resnet29"}
 
 
@@ -47,7 +51,7 @@ def _accepted(builder: Callable[..., nn.Module], options: dict[str, Any], name: 
     refused = {k: v for k, v in options.items() if k not in params and v != NEUTRAL_OPTIONS.get(k, object())}
     if refused:
         raise ValueError(f"trunk {name!r} takes no option " + ", ".join(f"{k}={v!r}" for k, v in refused.items())
-                         + f" (model.{next(iter(refused))} applies to other trunks)")
+                         + f" (trunk.{next(iter(refused))} applies to other trunks)")
     return {k: v for k, v in options.items() if k in params}
 
 
@@ -57,7 +61,7 @@ def check_trunk(name: str, pretrained_path: str | None = None, **options: Any) -
     owner = NAMED_WEIGHTS.get(os.fspath(pretrained_path)) if pretrained_path is not None else None
     if owner is not None and owner != name:
         raise ValueError(f"pretrained_path={pretrained_path!r} names the weights of trunk {owner!r}, not {name!r} "
-                         f"(set model.trunk={owner})")
+                         f"(set trunk.name={owner})")
 
 
 def build_trunk(name: str, **options: Any) -> nn.Module:
@@ -69,22 +73,36 @@ def build_trunk(name: str, **options: Any) -> nn.Module:
     return trunk
 
 
-def trunk_min_input_size(name: str) -> int:
-    """The smallest input side the trunk ``name`` accepts (1 when it does not say)."""
-    return int(getattr(TRUNKS[check_trunk_name(name)], "min_input_size", 1))
+@dataclass(frozen=True)
+class TrunkInput:
+    """What a trunk expects of its input, read from its class: the run config fills a recipe's unset
+    normalisation from it and refuses inputs below ``min_input_size``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    min_input_size: int  # the smallest side that passes its layers (1: any)
+
+
+def trunk_input(name: str) -> TrunkInput:
+    """The input the trunk ``name`` expects: its normalisation and smallest side."""
+    cls = TRUNKS[check_trunk_name(name)]
+    missing = [a for a in ("input_mean", "input_std") if not hasattr(cls, a)]
+    if missing:
+        raise TypeError(f"trunk {name!r} does not say its input normalisation ({', '.join(missing)})")
+    return TrunkInput(tuple(cls.input_mean), tuple(cls.input_std), int(getattr(cls, "min_input_size", 1)))
 
 
 def freeze_trunk(trunk: nn.Module, mode: str) -> None:
-    """Apply ``model.freeze`` (``none`` | ``all`` | ``all_but_last``) through the trunk's own ``freeze``."""
+    """Apply ``trunk.freeze`` (``none`` | ``all`` | ``all_but_last``) through the trunk's own ``freeze``."""
     if mode == "none":
         return
     if not callable(getattr(trunk, "freeze", None)):
-        raise ValueError(f"model.freeze={mode!r}: trunk {type(trunk).__name__} cannot be frozen (no freeze method)")
+        raise ValueError(f"trunk.freeze={mode!r}: trunk {type(trunk).__name__} cannot be frozen (no freeze method)")
     trunk.freeze(mode)
 
 
 def load_pretrained(trunk: nn.Module, source: str | os.PathLike[str]) -> None:
-    """Load ``model.pretrained_path`` into ``trunk``: its own ``load_pretrained`` where it has one, else a torch
+    """Load ``trunk.pretrained_path`` into ``trunk``: its own ``load_pretrained`` where it has one, else a torch
     state dict of the trunk from a local file (never a download)."""
     loader = getattr(trunk, "load_pretrained", None)
     if callable(loader):
