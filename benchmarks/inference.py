@@ -29,7 +29,8 @@ def rate(fn, x, repeats: int) -> float:
 def main() -> None:
     import fdrl
     from fdrl.inference.export import export_onnx
-    from fdrl.inference.recognizer import Recognizer, default_checkpoint
+    from fdrl.inference.lookup import default_checkpoint
+    from fdrl.inference.recognizer import Recognizer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None)

@@ -170,7 +170,7 @@ def test_cli_choices_are_the_library_s():
 def test_shipped_model_on_real_fer2013(tmp_path):
     from conftest import shared
     from fdrl.engine.explain import explain_checkpoint
-    from fdrl.inference.recognizer import packaged_checkpoint
+    from fdrl.inference.lookup import packaged_checkpoint
 
     maps = explain_checkpoint(packaged_checkpoint("fer2013"), "fer2013", str(shared("fer2013")), "publictest",
                               max_per_class=1, device="cpu", log=lambda _: None)

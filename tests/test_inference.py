@@ -493,7 +493,7 @@ def test_thousands_of_files(rec, tmp_path):
 
 def test_packaged_default_model(tmp_path, capsys):
     from fdrl.checkpoint import read_checkpoint
-    from fdrl.inference.recognizer import default_checkpoint
+    from fdrl.inference.lookup import default_checkpoint
 
     path = default_checkpoint()
     assert path.stat().st_size < 30 * 2**20

@@ -4,8 +4,9 @@ import itertools
 
 from PIL import Image
 
+from fdrl.inference.annotate import annotate
 from fdrl.inference.labels import overlaps, place_labels
-from fdrl.inference.recognizer import FaceResult, annotate
+from fdrl.inference.results import FaceResult
 
 SIZE = (91, 36)  # 3 lines of "surprise 0.91" at 7 x 12 px: wider than the 40 px boxes below
 

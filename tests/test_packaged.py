@@ -10,8 +10,9 @@ import torch
 from conftest import CLASSES, write_image
 from fdrl.checkpoint import CheckpointError
 from fdrl.cli import main
+from fdrl.inference.lookup import packaged_checkpoint
 from fdrl.inference.packaged import DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES
-from fdrl.inference.recognizer import Recognizer, packaged_checkpoint
+from fdrl.inference.recognizer import Recognizer
 
 
 def test_every_packaged_model_is_installed_with_its_card():

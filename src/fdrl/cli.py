@@ -27,7 +27,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if args.name:
             print(model.config)
     if not args.name:
-        from .inference.recognizer import describe_packaged, packaged_checkpoint
+        from .inference.lookup import describe_packaged, packaged_checkpoint
 
         for name in PACKAGED_MODELS:
             try:

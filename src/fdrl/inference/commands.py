@@ -62,7 +62,8 @@ def _check_folders(inputs: list[str], any_video: bool) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from .recognizer import PredictionResult, Recognizer
+    from .recognizer import Recognizer
+    from .results import PredictionResult
 
     videos = [i for i in args.inputs if _is_video(i)]
     images = [i for i in args.inputs if not _is_video(i)]
@@ -120,7 +121,7 @@ def annotated_names(image_ids: list[str]) -> dict[str, Path]:
 
 def _save_annotated(result, out_dir: Path) -> None:
     from ..data.base import read_image
-    from .recognizer import annotate
+    from .annotate import annotate
 
     by_image: dict[str, list] = {}
     for f in result.faces:
@@ -139,7 +140,8 @@ def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = No
     import numpy as np
     from PIL import Image
 
-    from .recognizer import ImageStatus, PredictionResult, annotate
+    from .annotate import annotate
+    from .results import ImageStatus, PredictionResult
 
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     res = PredictionResult(classes=rec.classes)
@@ -194,7 +196,7 @@ def predict_video(rec, source: str, stride: int = 1, max_frames: int | None = No
 
 def export_command(args: argparse.Namespace) -> int:
     from .export import export_onnx, export_torchscript
-    from .recognizer import default_checkpoint
+    from .lookup import default_checkpoint
 
     ckpt = args.checkpoint or default_checkpoint()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,8 @@ metadata), never from literals repeated here.
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,236 +16,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ..config import Preprocessing
-from ..data.base import IMAGE_EXTENSIONS, ImageReadError, image_read_errors, read_image, to_rgb
 from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
 from ..engine.runtime import resolve_device
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
-from ..shipped import shipped_file
-from .packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES, WHOLE_IMAGE_MAX_SIDE
-
-
-def packaged_checkpoint(name: str = DEFAULT_MODEL) -> Path:
-    """The packaged model called ``name``; a clear error for an unknown name or an install without it."""
-    if name not in PACKAGED_MODELS:
-        raise CheckpointError(f"unknown packaged model {name!r} (available: {', '.join(PACKAGED_MODELS)})")
-    path = shipped_file(name)
-    if not path.is_file():
-        raise CheckpointError(f"packaged model {name!r} ({PACKAGED_MODELS[name]}) is not in this installation; "
-                              "pass --checkpoint/checkpoint= an fdrl .pt or exported .onnx file")
-    return path
-
-
-def describe_packaged(name: str) -> str:
-    """One line on a shipped model for ``fdrl models``: classes, trunk and input, the data it was trained and
-    selected on with its validation accuracy at that epoch (as trained, fp32), and where its model card is."""
-    raw = read_checkpoint(packaged_checkpoint(name))
-    data = (raw.get("config") or {}).get("data", {})
-    acc = (raw.get("metrics") or {}).get("val_accuracy")
-    card = shipped_file(name, cards=True)
-    trained = f"trained on {data.get('dataset', '?')} {data.get('train_split', '?')}, " if data else ""
-    val = f"{data.get('val_split', 'val')} accuracy {100 * acc:.2f} % at epoch {raw.get('epoch')}; " if acc else ""
-    return (f"{len(raw['classes'])} classes ({', '.join(raw['classes'])}); {raw['model_name']} on "
-            f"{raw['model_config'].get('trunk', 'resnet18')} at {raw['preprocessing']['input_size']} px; {trained}"
-            f"{val}card {card}")
-
-
-def default_checkpoint() -> Path:
-    """The default packaged model."""
-    return packaged_checkpoint(DEFAULT_MODEL)
-
-
-@dataclass
-class FaceResult:
-    image_id: str
-    face_index: int
-    box: tuple[int, int, int, int]
-    score: float
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-    alpha: list[float] | None = None
-    frame: int | None = None
-
-
-@dataclass
-class ImageStatus:
-    image_id: str
-    status: str  # "ok", "whole_image", "no_face", "unreadable: <reason>"
-    faces: int = 0
-
-
-@dataclass
-class PredictionResult:
-    faces: list[FaceResult] = field(default_factory=list)
-    images: list[ImageStatus] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-
-    COLUMNS = ("image_id", "frame", "face_index", "status", "x", "y", "w", "h", "score", "label", "confidence")
-
-    @property
-    def failed(self) -> list[ImageStatus]:
-        return [s for s in self.images if s.status.startswith("unreadable")]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per face, plus one row for each image without a face or unreadable (fixed columns)."""
-        status = {s.image_id: s.status for s in self.images}
-        rows = []
-        for f in self.faces:
-            row = {"image_id": f.image_id, "frame": f.frame, "face_index": f.face_index,
-                   "status": status.get(f.image_id, "ok"), "x": f.box[0], "y": f.box[1], "w": f.box[2],
-                   "h": f.box[3], "score": round(f.score, 4), "label": f.label, "confidence": round(f.confidence, 4)}
-            row.update({f"p_{c}": round(f.probabilities[c], 5) for c in self.classes})
-            if f.alpha is not None:
-                row.update({f"alpha_{j + 1}": round(a, 5) for j, a in enumerate(f.alpha)})
-            rows.append(row)
-        for s in self.images:
-            if s.faces == 0:
-                rows.append({k: None for k in self.COLUMNS} | {"image_id": s.image_id, "status": s.status})
-        return rows
-
-    def to_pandas(self):
-        import pandas as pd
-
-        cols = list(self.COLUMNS) + [f"p_{c}" for c in self.classes]
-        rows = self.rows()
-        extra = sorted({k for r in rows for k in r if k.startswith("alpha_")}, key=lambda k: int(k.split("_")[1]))
-        return pd.DataFrame(rows, columns=cols + extra)
-
-    def to_json(self) -> str:
-        return json.dumps({"classes": self.classes, "images": [asdict(s) for s in self.images],
-                           "faces": [asdict(f) for f in self.faces]}, indent=2)
-
-
-class _TorchBackend:
-    fixed_batch: int | None = None  # an fdrl checkpoint takes any batch size
-
-    def __init__(self, path: str | os.PathLike[str], device: str) -> None:
-        loaded = load_checkpoint(path, map_location="cpu")
-        self.device = torch.device(device)
-        self.model = loaded.model.to(self.device).eval()
-        self.classes, self.prep = loaded.classes, loaded.preprocessing
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        out = self.model(x.to(self.device))
-        return out.logits.float().cpu().numpy(), None if out.alpha is None else out.alpha.float().cpu().numpy()
-
-
-class _OnnxBackend:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        import onnxruntime as ort
-
-        from .export import read_onnx_metadata
-
-        self.path = os.fspath(path)
-        try:  # onnxruntime's errors derive from Exception only; one line naming the file instead of a traceback
-            self.session = ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, NoSuchFile, Fail, ... share no base class
-            raise CheckpointError(f"{self.path}: not a readable ONNX model "
-                                  f"(expected a file written by `fdrl export --format onnx`): "
-                                  f"{first_line(exc)}") from exc
-        meta = read_onnx_metadata(self.session)
-        self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
-        self.fixed_batch = meta["fixed_batch"]
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        try:
-            res = self.session.run(None, {"images": x.numpy().astype(np.float32)})
-        except Exception as exc:  # noqa: BLE001 - InvalidArgument (shape, type) and Fail have no common base
-            expected = self.session.get_inputs()[0].shape
-            raise CheckpointError(f"{self.path}: the ONNX model expects input 'images' of shape {expected} "
-                                  f"(float32), got {list(x.shape)}: {first_line(exc)}") from exc
-        alpha = res[1] if len(res) > 1 and res[1].shape[-1] > 0 else None
-        return res[0], alpha
-
-
-class _TorchScriptBackend:
-    """A module written by ``fdrl export --format torchscript``. TorchScript runs the code stored in the file
-    (not pickled Python, but still code): load only files you exported or trust."""
-
-    def __init__(self, path: str | os.PathLike[str], device: str) -> None:
-        from .export import TORCHSCRIPT_META, parse_metadata
-
-        extra = {TORCHSCRIPT_META: ""}
-        self.device = torch.device(device)
-        try:
-            self.module = torch.jit.load(os.fspath(path), map_location=self.device, _extra_files=extra).eval()
-            meta = parse_metadata(json.loads(extra[TORCHSCRIPT_META] or "{}"), "TorchScript")
-        except (RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a usable fdrl TorchScript export: {str(exc)[:300]}") from exc
-        self.classes, self.prep = meta["classes"], Preprocessing(**meta["preprocessing"])
-        self.fixed_batch = meta["fixed_batch"]
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        logits, alpha = self.module(x.to(self.device))
-        return logits.float().cpu().numpy(), alpha.float().cpu().numpy() if alpha.shape[-1] > 0 else None
-
-
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives hold ``<name>/code/``; fdrl checkpoints (also zip files) do not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.split("/")[1:2] == ["code"] for n in zf.namelist())
-
-
-def open_backend(path: Path, device: str = "cpu") -> _TorchBackend | _OnnxBackend | _TorchScriptBackend:
-    """The runtime for a model file: ``.onnx`` -> onnxruntime, a TorchScript archive -> torch.jit, else an fdrl
-    checkpoint. Each exposes ``classes``, ``prep`` (with the training detector) and ``fixed_batch``."""
-    if path.suffix.lower() == ".onnx":
-        return _OnnxBackend(path)
-    if path.is_file() and _is_torchscript(path):
-        return _TorchScriptBackend(path, device)
-    return _TorchBackend(path, device)
+from .backends import open_backend
+from .inputs import photo_inputs
+from .lookup import packaged_checkpoint
+from .packaged import DEFAULT_MODEL, DEFAULT_TTA, TTA_MODES, WHOLE_IMAGE_MAX_SIDE
+from .results import FaceResult, ImageStatus, PredictionResult
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
-
-
-def _check_array(arr: np.ndarray) -> None:
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.dtype != np.uint8:
-        raise InputError(f"numpy input must be HxWx3 (or HxWx4, or HxW) uint8, got shape {arr.shape} {arr.dtype}")
-
-
-def _array_image(arr: np.ndarray, bgr: bool) -> Image.Image:
-    """A checked HxW, HxWx3 or HxWx4 uint8 array (``bgr``: OpenCV's channel order) as an RGB image."""
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, -1)
-    arr = arr[..., :3]
-    return Image.fromarray(np.ascontiguousarray(arr[..., ::-1] if bgr else arr))
-
-
-def _in_memory(convert: Callable[[], Image.Image]) -> Image.Image | ImageReadError:
-    """An in-memory input as RGB, or the reason it cannot be used (an empty image; a lazily opened file that
-    fails to decode now) in its place, so one bad item does not stop the others."""
-    try:
-        with image_read_errors():
-            image = convert()
-            if image.width == 0 or image.height == 0:
-                raise ImageReadError(f"empty image ({image.width}x{image.height} pixels)")
-            return image
-    except ImageReadError as exc:
-        return exc
-
-
-def iter_image_paths(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Files as given; folders walked recursively (sorted) for image extensions."""
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield f
-        else:
-            yield p
 
 
 class Recognizer:
@@ -322,30 +105,6 @@ class Recognizer:
                        for f in faces], "ok" if faces else "no_face"
 
     # ---- API ---------------------------------------------------------------------------------------------
-    def _inputs(self, inputs: Any, bgr: bool) -> Iterator[tuple[str, Image.Image | Exception]]:
-        """Each item of ``inputs`` (or ``inputs`` itself) dispatched on its type: a path or folder (walked), a PIL
-        image (id ``image<i>``) or a numpy array (id ``array<i>``), ``i`` its place in the list. Types and array
-        shapes are checked before any image is processed; a bad image becomes an exception in its place."""
-        single = isinstance(inputs, Image.Image | np.ndarray | str | os.PathLike)
-        items = [inputs] if single else list(inputs)
-        for item in items:
-            if isinstance(item, np.ndarray):
-                _check_array(item)
-            elif not isinstance(item, Image.Image | str | os.PathLike):
-                raise InputError(f"predict() takes paths, folders, PIL images and HxWx3 uint8 numpy arrays (or a "
-                                 f"list of them), got {type(item).__name__}")
-        for i, item in enumerate(items):
-            if isinstance(item, Image.Image):
-                yield f"image{i}", _in_memory(lambda item=item: to_rgb(item))
-            elif isinstance(item, np.ndarray):
-                yield f"array{i}", _in_memory(lambda item=item: _array_image(item, bgr))
-            else:
-                for p in iter_image_paths([item]):
-                    try:
-                        yield str(p), read_image(p)
-                    except ImageReadError as exc:
-                        yield str(p), exc
-
     def predict_tensor(self, batch: torch.Tensor) -> PredictionResult:
         """Pre-cropped faces, no detection: a (B, C, H, W) batch, each item one face filling the frame, uint8
         (0-255) or float in [0, 1]; the box of each is the whole item. For photos (faces found by the
@@ -390,7 +149,7 @@ class Recognizer:
             raise InputError("predict() detects faces in photos (paths, PIL images, numpy HxWx3 uint8 arrays) and "
                              "does not take tensors; for a batch of pre-cropped faces (no detection) call "
                              "predict_tensor(batch), or pass the photo as a PIL image or numpy array")
-        return self.predict_images(self._inputs(inputs, bgr))
+        return self.predict_images(photo_inputs(inputs, bgr))
 
     def predict_images(self, items: Iterable[tuple[str, Image.Image | Exception]]) -> PredictionResult:
         """Images already decoded, each with its id (the HTTP server names them after the uploaded files); an
@@ -451,28 +210,3 @@ class Recognizer:
             if sum(len(b[2]) for b in buf) >= self.batch_size or len(buf) >= self.batch_size:
                 yield from flush()
         yield from flush()
-
-
-def annotate(image: Image.Image, faces: list[FaceResult], top: int = 3) -> Image.Image:
-    """Boxes and top-``top`` labels drawn on a copy of ``image``; labels never cover each other
-    (:func:`fdrl.inference.labels.place_labels`)."""
-    from PIL import ImageDraw
-
-    from .labels import place_labels
-
-    out = image.convert("RGB").copy()
-    d = ImageDraw.Draw(out)
-    lw = max(2, out.width // 300)
-    lines = [[f"{c} {p:.2f}" for c, p in sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:top]]
-             for f in faces]
-    spots = place_labels([f.box for f in faces], [(7 * max(map(len, t), default=0), 12 * len(t)) for t in lines],
-                         out.size)
-    for f in faces:
-        x, y, w, h = f.box
-        d.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=lw)
-    for texts, (lx, ly, rx, _) in zip(lines, spots, strict=True):
-        for i, text in enumerate(texts):
-            ty = ly + i * 12
-            d.rectangle([lx, ty, rx - 1, ty + 11], fill=(0, 0, 0))
-            d.text((lx + 1, ty), text, fill=(255, 255, 0) if i == 0 else (255, 255, 255))
-    return out
