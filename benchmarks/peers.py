@@ -370,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "class_counts": {c: sample.truth.count(c) for c in sample.classes}, "limit": args.limit, "seed": args.seed,
         "threads": args.threads, "batch": args.batch,
         "photo": f"upscaled to {args.photo_size}x{args.photo_size}" if args.photo_size else None,
-        "platform": f"{platform.machine()} {platform.processor() or ''} Python {platform.python_version()}".strip(),
+        "platform": " ".join(filter(None, [platform.machine(), platform.processor(), "Python",
+                                            platform.python_version()])),
         "peers": {}, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         paths = [str(p) for p in sample.paths]
