@@ -44,6 +44,12 @@ def test_label_table_maps_onto_fdrl_classes(name):
         assert any(r.startswith(f"{peer.pypi}==") for r in peer.install + peer.install_no_deps)
 
 
+@pytest.mark.parametrize("runner", sorted(p.name for p in peers.RUNNERS.glob("*.py")))
+def test_runners_compile(runner):
+    """The runners import their packages only inside the peers' venvs; here they must at least be Python."""
+    compile((peers.RUNNERS / runner).read_text(), runner, "exec")
+
+
 def test_label_check_refuses_an_unmapped_label():
     peer = peers.PEERS["facex"]
     peers.check_labels(peer, list(peer.labels))
