@@ -196,20 +196,22 @@ def ensure_venv(name: str, peer: Peer, venv_dir: Path) -> Path:
         shutil.rmtree(path)
     venv_dir.mkdir(parents=True, exist_ok=True)
     log = venv_dir / f"{name}.install.log"
-    steps = [[sys.executable, "-m", "venv", str(path)]]
     pip = [str(python), "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
+    steps = [("creating the venv", [sys.executable, "-m", "venv", str(path)])]
     if peer.install:
-        steps.append(pip + list(peer.install))
+        steps.append((" ".join(peer.install), pip + list(peer.install)))
     if peer.install_no_deps:
-        steps.append(pip + ["--no-deps"] + list(peer.install_no_deps))
+        steps.append((" ".join(peer.install_no_deps) + " --no-deps", pip + ["--no-deps", *peer.install_no_deps]))
+    failed = None
     with log.open("w") as fh:
-        for cmd in steps:
+        for what, cmd in steps:
             fh.write(f"$ {' '.join(cmd)}\n")
             fh.flush()
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_peer_env(peer, 1))
-            if proc.returncode:
-                fh.close()
-                raise PeerError(f"install failed ({' '.join(cmd[3:] or cmd)}): {_tail(log.read_text())}; see {log}")
+            if subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_peer_env(peer, 1)).returncode:
+                failed = what
+                break
+    if failed:
+        raise PeerError(f"install failed ({failed}): {_tail(log.read_text())}; see {log}")
     stamp.write_text(json.dumps(want))
     return python
 
