@@ -28,7 +28,7 @@ def run(request: dict) -> None:
     torch.set_num_threads(int(request["threads"]))
     cv2.setNumThreads(int(request["threads"]))
     load = torch.load
-    torch.load = functools.partial(load, map_location="cpu", weights_only=False)  # the package's own file
+    torch.load = functools.partial(load, map_location="cpu")
     try:
         er = EmotionRecognition(device="cpu")
     finally:
