@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fdrl.checkpoint import read_checkpoint
-from fdrl.inference.recognizer import default_checkpoint
+from fdrl.inference.lookup import default_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
