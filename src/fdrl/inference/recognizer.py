@@ -22,7 +22,8 @@ from PIL import Image
 from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ..config import Preprocessing
 from ..data.base import IMAGE_EXTENSIONS, ImageReadError, image_read_errors, read_image, to_rgb
-from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
+from ..data.decode import pil_to_array
+from ..data.tensors import BatchTransform, resize_batch, tta_views
 from ..engine.runtime import resolve_device
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face

@@ -1,0 +1,156 @@
+"""The decode cache on disk: one file per split and preprocessing, memory-mapped read-only by every process.
+
+A file is mapped, never loaded: the ranks of a node share its pages through the page cache, so a node holds one
+copy of a split however many processes train on it, and a process's own memory does not grow with the set.
+
+Layout (little-endian)::
+
+    0      MAGIC (8 bytes)
+    8      header length L (uint32)
+    12     header: UTF-8 JSON {"format", "shape": [N, C, H, W], "meta_bytes", "meta_sha256"}
+    12+L   SHA-256 of the header (32 bytes)
+    ...    zeros up to DATA_OFFSET
+    4096   N rows of C x H x W uint8 pixels
+    ...    meta: UTF-8 JSON {"ids", "labels", "targets", "skipped"}
+
+A file is written under a temporary name and renamed when complete, so a reader never sees one half written; on
+opening, the magic, the header's checksum, the shape asked for, the file's size and the meta's checksum are
+checked, and any mismatch (a truncated copy, a damaged disk block, another version's file) is a
+:class:`CacheFileError` that the caller answers by decoding again. The pixels themselves carry no checksum:
+hashing them would read the whole file on every start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+MAGIC = b"FDRLROWS"
+FORMAT = 1
+DATA_OFFSET = 4096  # the rows start on a page boundary, so a row never straddles the header's page
+SUFFIX = ".rows"
+_HEAD = struct.Struct("<8sI")
+
+
+class CacheFileError(DataError):
+    """A cache file that cannot be trusted (truncated, damaged, or not of this format): decode again."""
+
+
+def file_bytes(shape: tuple[int, int, int, int], meta_bytes: int = 0) -> int:
+    """Size of a cache file of ``shape`` rows: header block + N x C x H x W bytes + meta."""
+    return DATA_OFFSET + int(np.prod(shape)) + meta_bytes
+
+
+class RowWriter:
+    """A cache file being written: ``rows`` is a writable (N, C, H, W) map of the pixels, shared with forked
+    decode workers; :meth:`commit` keeps the first ``n`` rows, appends the meta and renames the file into place.
+    Used as a context manager: leaving it without a commit removes the temporary file."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int, int]) -> None:
+        self.path, self.shape = Path(path), shape
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        need = file_bytes(shape)
+        free = shutil.disk_usage(self.path.parent).free
+        if need > free:
+            raise DataError(f"the decode cache of {self.path.name} needs {need / 2**30:.2f} GiB in {self.path.parent}, "
+                            f"which has {free / 2**30:.2f} GiB free; set data.cache_dir to a larger disk "
+                            f"(or data.cache=false)")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.tmp = Path(tmp)
+        try:
+            with os.fdopen(fd, "r+b") as fh:
+                if hasattr(os, "posix_fallocate"):  # reserve the blocks: a full disk under a map is a SIGBUS
+                    os.posix_fallocate(fh.fileno(), 0, need)
+                else:
+                    fh.truncate(need)
+        except OSError as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise DataError(f"cannot create the decode cache file in {self.path.parent}: {exc}") from exc
+        self.rows = np.memmap(self.tmp, dtype=np.uint8, mode="r+", offset=DATA_OFFSET, shape=shape)
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+        self.tmp.unlink(missing_ok=True)
+
+    def _release(self) -> None:
+        if self.rows is not None:
+            self.rows.flush()
+            self.rows = None  # the map itself goes with its last view; the file is written through its descriptor
+
+    def commit(self, n: int, meta: dict[str, Any]) -> None:
+        """Keep rows ``[:n]``; write the meta and the header, flush to disk, rename into place."""
+        shape = (n, *self.shape[1:])
+        blob = json.dumps(meta, separators=(",", ":")).encode()
+        header = json.dumps({"format": FORMAT, "shape": list(shape), "meta_bytes": len(blob),
+                             "meta_sha256": hashlib.sha256(blob).hexdigest()}).encode()
+        assert _HEAD.size + len(header) + 32 <= DATA_OFFSET, "the header outgrew its block"
+        self._release()
+        end = file_bytes(shape)
+        with open(self.tmp, "r+b") as fh:
+            fh.seek(end)
+            fh.write(blob)
+            fh.truncate(end + len(blob))
+            fh.seek(0)
+            fh.write(_HEAD.pack(MAGIC, len(header)) + header + hashlib.sha256(header).digest())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(self.tmp, 0o644)  # mkstemp creates 0600; a cache is shared by the users of a machine
+        os.replace(self.tmp, self.path)
+
+
+def read_rows(path: Path, row_shape: tuple[int, int, int]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The pixels of a cache file, mapped copy-on-write ((N, C, H, W) uint8; writes stay private to the process
+    and never reach the file), and its meta; :class:`CacheFileError` naming what does not fit."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(DATA_OFFSET)
+        if len(head) < _HEAD.size:
+            raise CacheFileError(f"{path}: {size} bytes, shorter than a header")
+        magic, n = _HEAD.unpack_from(head)
+        if magic != MAGIC:
+            raise CacheFileError(f"{path}: not an fdrl row cache (magic {magic!r})")
+        if _HEAD.size + n + 32 > len(head):
+            raise CacheFileError(f"{path}: header length {n} runs past the header block")
+        header = head[_HEAD.size:_HEAD.size + n]
+        if hashlib.sha256(header).digest() != head[_HEAD.size + n:_HEAD.size + n + 32]:
+            raise CacheFileError(f"{path}: header checksum does not match")
+        h = json.loads(header)
+        if h.get("format") != FORMAT:
+            raise CacheFileError(f"{path}: format {h.get('format')}, this version reads {FORMAT}")
+        shape = tuple(h["shape"])
+        if len(shape) != 4 or shape[1:] != tuple(row_shape):
+            raise CacheFileError(f"{path}: rows of shape {shape[1:]}, expected {tuple(row_shape)}")
+        want = file_bytes(shape, h["meta_bytes"])
+        if size != want:
+            raise CacheFileError(f"{path}: {size} bytes, expected {want} for {shape[0]} rows (truncated?)")
+        fh.seek(file_bytes(shape))
+        blob = fh.read(h["meta_bytes"])
+        if hashlib.sha256(blob).hexdigest() != h["meta_sha256"]:
+            raise CacheFileError(f"{path}: meta checksum does not match")
+    meta = json.loads(blob)
+    if not len(meta["ids"]) == len(meta["labels"]) == len(meta["targets"]) == shape[0]:
+        raise CacheFileError(f"{path}: meta lists {len(meta['ids'])} ids for {shape[0]} rows")
+    if shape[0] == 0:
+        return np.zeros(shape, np.uint8), meta
+    return np.memmap(path, dtype=np.uint8, mode="c", offset=DATA_OFFSET, shape=shape), meta
+
+
+def anonymous_rows(shape: tuple[int, int, int, int]) -> np.ndarray:
+    """A writable (N, C, H, W) uint8 array in shared anonymous memory, which forked decode workers write into: the
+    destination of a decode that is not cached."""
+    nbytes = max(1, int(np.prod(shape)))
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8, count=int(np.prod(shape))).reshape(shape)
