@@ -9,19 +9,22 @@ import torch
 
 from conftest import write_image
 from fdrl.data import create_dataset
+from fdrl.data.base import read_image
 from fdrl.data.cachefile import DATA_OFFSET, SUFFIX
-from fdrl.data.decode import MIN_PARALLEL
+from fdrl.data.decode import MIN_PARALLEL, pil_to_array
 from fdrl.data.tensors import decode_dataset
 from fdrl.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> Path:
-    """An image folder large enough for the pool (two classes of PNGs, one file that is not an image)."""
+    """An image folder large enough for the pool: two classes of PNGs, two files that are not images (the very
+    first one, and one in the middle)."""
     root = tmp_path_factory.mktemp("faces")
     for i in range(MIN_PARALLEL + 44):
         write_image(root / ("happy" if i % 2 else "sad") / f"{i:04d}.png", (20, 20), seed=i)
-    (root / "sad" / "0101.png").write_text("not an image")
+    for bad in ("happy/0001.png", "sad/0100.png"):
+        (root / bad).write_text("not an image")
     return root
 
 
@@ -38,7 +41,10 @@ def test_parallel_decode_equals_serial_and_the_cache_is_mapped(faces, tmp_path, 
     assert "2 worker processes" in capsys.readouterr().err
     assert torch.equal(serial.images, parallel.images) and serial.ids == parallel.ids
     assert torch.equal(serial.labels, parallel.labels) and serial.skipped == parallel.skipped
-    assert len(serial) == len(ds) - 1 and serial.skipped[-1][0].endswith("0101.png")  # no gap where it was
+    assert len(serial) == len(ds) - 2 and [Path(w).name for w, _ in serial.skipped] == ["0001.png", "0100.png"]
+    for name in ("happy/0003.png", "sad/0102.png"):  # the rows after each gap hold their own images
+        want = pil_to_array(read_image(faces / name), 24, False)
+        assert np.array_equal(parallel.images[parallel.ids.index(name)].numpy(), want)
     path = _only(tmp_path)
     assert path.stat().st_size > DATA_OFFSET + parallel.images.numel()  # header, rows, meta
     again = decode_dataset(ds, 24, False, cache_dir=str(tmp_path), workers=2)
@@ -84,7 +90,7 @@ def test_a_damaged_cache_file_is_rebuilt_never_read(tmp_path, damage):
 
 def test_strict_parallel_decode_names_the_file_and_leaves_no_partial_cache(faces, tmp_path):
     ds = create_dataset("folder", str(faces), "all", on_error="strict")
-    with pytest.raises(DataError, match="0101.png"):
+    with pytest.raises(DataError, match="0001.png"):
         decode_dataset(ds, 24, False, cache_dir=str(tmp_path), workers=2)
     assert not list(tmp_path.iterdir())
 

@@ -1,4 +1,4 @@
-"""The decode cache on disk: one file per split and preprocessing, memory-mapped read-only by every process.
+"""The decode cache on disk: one file per split and preprocessing, memory-mapped by every process that uses it.
 
 A file is mapped, never loaded: the ranks of a node share its pages through the page cache, so a node holds one
 copy of a split however many processes train on it, and a process's own memory does not grow with the set.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import struct
@@ -52,13 +51,22 @@ def file_bytes(shape: tuple[int, int, int, int], meta_bytes: int = 0) -> int:
     return DATA_OFFSET + int(np.prod(shape)) + meta_bytes
 
 
+def _pwrite(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:  # a write may be cut short
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 class RowWriter:
-    """A cache file being written: ``rows`` is a writable (N, C, H, W) map of the pixels, shared with forked
-    decode workers; :meth:`commit` keeps the first ``n`` rows, appends the meta and renames the file into place.
-    Used as a context manager: leaving it without a commit removes the temporary file."""
+    """A cache file being written. Rows go in with :meth:`write` (positioned writes on a descriptor that forked
+    decode workers inherit: no process maps the file while it grows, so none counts its pages), :meth:`compact`
+    closes the gaps of unreadable images, :meth:`commit` appends the meta and renames the file into place. Used
+    as a context manager: leaving it without a commit removes the temporary file."""
 
     def __init__(self, path: Path, shape: tuple[int, int, int, int]) -> None:
         self.path, self.shape = Path(path), shape
+        self.row_bytes = int(np.prod(shape[1:]))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         need = file_bytes(shape)
         free = shutil.disk_usage(self.path.parent).free
@@ -66,30 +74,42 @@ class RowWriter:
             raise DataError(f"the decode cache of {self.path.name} needs {need / 2**30:.2f} GiB in {self.path.parent}, "
                             f"which has {free / 2**30:.2f} GiB free; set data.cache_dir to a larger disk "
                             f"(or data.cache=false)")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self.tmp = Path(tmp)
         try:
-            with os.fdopen(fd, "r+b") as fh:
-                if hasattr(os, "posix_fallocate"):  # reserve the blocks: a full disk under a map is a SIGBUS
-                    os.posix_fallocate(fh.fileno(), 0, need)
-                else:
-                    fh.truncate(need)
+            if hasattr(os, "posix_fallocate"):  # reserve the blocks: a full disk is an error now, not a SIGBUS later
+                os.posix_fallocate(self.fd, 0, need)
+            else:
+                os.ftruncate(self.fd, need)
         except OSError as exc:
-            self.tmp.unlink(missing_ok=True)
+            self.__exit__()
             raise DataError(f"cannot create the decode cache file in {self.path.parent}: {exc}") from exc
-        self.rows = np.memmap(self.tmp, dtype=np.uint8, mode="r+", offset=DATA_OFFSET, shape=shape)
 
     def __enter__(self) -> RowWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._release()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         self.tmp.unlink(missing_ok=True)
 
-    def _release(self) -> None:
-        if self.rows is not None:
-            self.rows.flush()
-            self.rows = None  # the map itself goes with its last view; the file is written through its descriptor
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Rows ``start .. start + len(block)`` ((B, C, H, W) uint8); safe from several processes at once."""
+        _pwrite(self.fd, np.ascontiguousarray(block, dtype=np.uint8).data, DATA_OFFSET + start * self.row_bytes)
+
+    def compact(self, keep: np.ndarray, chunk: int = 256) -> None:
+        """Move rows ``keep`` (ascending indices) to the front, a run of consecutive rows at a time."""
+        dest = 0
+        for run in np.split(keep, np.flatnonzero(np.diff(keep) != 1) + 1) if len(keep) else []:
+            if run[0] == dest:
+                dest += len(run)
+                continue
+            for a in range(0, len(run), chunk):  # destination before source: a chunk read is never overwritten
+                n = min(chunk, len(run) - a)
+                data = os.pread(self.fd, n * self.row_bytes, DATA_OFFSET + int(run[a]) * self.row_bytes)
+                _pwrite(self.fd, data, DATA_OFFSET + (dest + a) * self.row_bytes)
+            dest += len(run)
 
     def commit(self, n: int, meta: dict[str, Any]) -> None:
         """Keep rows ``[:n]``; write the meta and the header, flush to disk, rename into place."""
@@ -98,17 +118,12 @@ class RowWriter:
         header = json.dumps({"format": FORMAT, "shape": list(shape), "meta_bytes": len(blob),
                              "meta_sha256": hashlib.sha256(blob).hexdigest()}).encode()
         assert _HEAD.size + len(header) + 32 <= DATA_OFFSET, "the header outgrew its block"
-        self._release()
         end = file_bytes(shape)
-        with open(self.tmp, "r+b") as fh:
-            fh.seek(end)
-            fh.write(blob)
-            fh.truncate(end + len(blob))
-            fh.seek(0)
-            fh.write(_HEAD.pack(MAGIC, len(header)) + header + hashlib.sha256(header).digest())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(self.tmp, 0o644)  # mkstemp creates 0600; a cache is shared by the users of a machine
+        _pwrite(self.fd, blob, end)
+        os.ftruncate(self.fd, end + len(blob))
+        _pwrite(self.fd, _HEAD.pack(MAGIC, len(header)) + header + hashlib.sha256(header).digest(), 0)
+        os.fsync(self.fd)
+        os.fchmod(self.fd, 0o644)  # mkstemp creates 0600; a cache is shared by the users of a machine
         os.replace(self.tmp, self.path)
 
 
@@ -147,10 +162,3 @@ def read_rows(path: Path, row_shape: tuple[int, int, int]) -> tuple[np.ndarray, 
     if shape[0] == 0:
         return np.zeros(shape, np.uint8), meta
     return np.memmap(path, dtype=np.uint8, mode="c", offset=DATA_OFFSET, shape=shape), meta
-
-
-def anonymous_rows(shape: tuple[int, int, int, int]) -> np.ndarray:
-    """A writable (N, C, H, W) uint8 array in shared anonymous memory, which forked decode workers write into: the
-    destination of a decode that is not cached."""
-    nbytes = max(1, int(np.prod(shape)))
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8, count=int(np.prod(shape))).reshape(shape)

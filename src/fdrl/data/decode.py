@@ -1,18 +1,20 @@
 """Decoding a data set's images into rows of uint8 pixels, in parallel, with progress on stderr.
 
 A pool of forked workers splits the files between them; each writes its rows straight into the destination (the
-cache file's map, or shared anonymous memory), so no process ever holds the decoded set, and only the indices
-of unreadable images travel back. Forked, not spawned: the workers inherit the data set and its face detector
-as they are, with nothing pickled. Small sets decode in the calling process, where a pool would cost more than
-it saves.
+cache file, or shared anonymous memory when nothing is cached), a block at a time, so no process ever holds the
+decoded set, and only the indices of unreadable images travel back. Forked, not spawned: the workers inherit the
+data set and its face detector as they are, with nothing pickled. Small sets decode in the calling process, where
+a pool would cost more than it saves.
 """
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing as mp
 import os
 import sys
 import time
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -44,25 +46,56 @@ def pil_to_array(im: Image.Image, size: int, grayscale: bool, source_size: int |
     return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
-# The decode in progress, set before the pool forks so that its workers inherit it: (data set, destination rows,
+class RowSink(Protocol):
+    """Where decoded rows go: :class:`SharedRows` or the cache file's :class:`~fdrl.data.cachefile.RowWriter`."""
+
+    def write(self, start: int, block: np.ndarray) -> None: ...
+
+    def compact(self, keep: np.ndarray) -> None: ...
+
+
+class SharedRows:
+    """The destination of a decode that is not cached: (N, C, H, W) uint8 rows in shared anonymous memory, which
+    forked decode workers write into; ``rows[:n]`` after :meth:`compact` are the readable images."""
+
+    def __init__(self, shape: tuple[int, int, int, int]) -> None:
+        count = int(np.prod(shape))
+        self.rows = np.frombuffer(mmap.mmap(-1, max(1, count)), dtype=np.uint8, count=count).reshape(shape)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        self.rows[start:start + len(block)] = block
+
+    def compact(self, keep: np.ndarray, chunk: int = 1024) -> None:
+        """Move rows ``keep`` (ascending indices) to the front, in place, a chunk at a time."""
+        moved = np.flatnonzero(keep != np.arange(len(keep)))
+        for j in range(int(moved[0]) if len(moved) else len(keep), len(keep), chunk):
+            src = keep[j:j + chunk]
+            self.rows[j:j + len(src)] = self.rows[src]  # src >= destination, ascending: nothing needed is overwritten
+
+
+# The decode in progress, set before the pool forks so that its workers inherit it: (data set, destination,
 # size, grayscale, source_size).
-_JOB: tuple[FERDataset, np.ndarray, int, bool, int | None] | None = None
+_JOB: tuple[FERDataset, RowSink, int, bool, int | None] | None = None
 
 
 def _decode_range(bounds: tuple[int, int]) -> tuple[int, list[tuple[int, str]]]:
-    """Decode samples ``[start, stop)`` of the current job into its rows; returns how many were tried and the
-    (index, reason) of those that could not be read (in strict mode the range stops at the first)."""
+    """Decode samples ``[start, stop)`` of the current job and write them as one block (an unreadable image
+    leaves a row of zeros); returns how many were tried and the (index, reason) of those that could not be read
+    (in strict mode the range stops at the first)."""
     assert _JOB is not None
-    ds, rows, size, grayscale, source_size = _JOB
+    ds, sink, size, grayscale, source_size = _JOB
+    start, stop = bounds
+    block = np.zeros((stop - start, 1 if grayscale else 3, size, size), np.uint8)
     failed = []
-    for i in range(*bounds):
+    for i in range(start, stop):
         try:
-            rows[i] = pil_to_array(ds.load(i), size, grayscale, source_size)
+            block[i - start] = pil_to_array(ds.load(i), size, grayscale, source_size)
         except ImageReadError as exc:
             failed.append((i, str(exc)))
             if ds.on_error == "strict":
                 break
-    return bounds[1] - bounds[0], failed
+    sink.write(start, block)
+    return stop - start, failed
 
 
 def _init_worker() -> None:
@@ -92,15 +125,21 @@ class _Progress:
         line = (f"decoding {self.label}: {self.done}/{self.total} ({100 * self.done / max(1, self.total):.0f} %), "
                 f"{rate:.0f} img/s, ETA {eta:.0f} s")
         if self.tty:
-            print(f"\r{line}", end="\n" if self.done >= self.total else "", file=sys.stderr, flush=True)
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
         elif now - self.t0 >= self.every:
             print(line, file=sys.stderr, flush=True)
 
+    def close(self, unreadable: int) -> None:
+        seconds = time.monotonic() - self.t0
+        clear = "\r\033[K" if self.tty else ""  # over the progress line
+        print(f"{clear}decoded {self.label}: {self.done} images in {seconds:.1f} s "
+              f"({self.done / max(seconds, 1e-9):.0f} img/s), {unreadable} unreadable", file=sys.stderr, flush=True)
 
-def decode_rows(ds: FERDataset, rows: np.ndarray, size: int, grayscale: bool, source_size: int | None = None,
+
+def decode_rows(ds: FERDataset, sink: RowSink, size: int, grayscale: bool, source_size: int | None = None,
                 workers: int | None = None) -> dict[int, str]:
-    """Decode every sample of ``ds`` into ``rows[i]`` ((N, C, size, size) uint8, shared memory or a file map);
-    returns {index: reason} of the unreadable ones. ``workers``: processes (None: every available core). In
+    """Decode every sample of ``ds`` into row ``i`` of ``sink`` ((C, size, size) uint8 each); returns
+    {index: reason} of the unreadable ones. ``workers``: processes (None: every available core). In
     ``on_error="strict"`` mode the first unreadable image is a :class:`DataError` naming the file."""
     global _JOB
     n = len(ds)
@@ -114,7 +153,7 @@ def decode_rows(ds: FERDataset, rows: np.ndarray, size: int, grayscale: bool, so
     ranges = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
     progress = _Progress(f"{ds.name}/{ds.split}", n, workers)
     failed: dict[int, str] = {}
-    _JOB = (ds, rows, size, grayscale, source_size)
+    _JOB = (ds, sink, size, grayscale, source_size)
     try:
         if workers == 1:
             results = map(_decode_range, ranges)
@@ -140,15 +179,5 @@ def decode_rows(ds: FERDataset, rows: np.ndarray, size: int, grayscale: bool, so
                 pool.join()
     finally:
         _JOB = None
+    progress.close(len(failed))
     return dict(sorted(failed.items()))
-
-
-def compact_rows(rows: np.ndarray, keep: np.ndarray, chunk: int = 1024) -> int:
-    """Move rows ``keep`` (ascending indices) to the front of ``rows``, in place and a chunk at a time, so the
-    unreadable images leave no gaps; returns how many rows are kept."""
-    moved = np.flatnonzero(keep != np.arange(len(keep)))
-    start = int(moved[0]) if len(moved) else len(keep)
-    for j in range(start, len(keep), chunk):
-        src = keep[j:j + chunk]
-        rows[j:j + len(src)] = rows[src]  # src >= destination, ascending: nothing read later is overwritten
-    return len(keep)

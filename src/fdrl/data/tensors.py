@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from .base import FERDataset
-from .cachefile import SUFFIX, CacheFileError, RowWriter, anonymous_rows, read_rows
-from .decode import compact_rows, decode_rows
+from .cachefile import SUFFIX, CacheFileError, RowWriter, read_rows
+from .decode import RowSink, SharedRows, decode_rows
 from .ranks import decode_once
 
 
@@ -108,16 +108,16 @@ def _report_skipped(ds: FERDataset, skipped: list[tuple[str, str]], log: Callabl
     log(f"{ds.name}/{ds.split}: skipped {len(fresh)} unreadable image(s), e.g. {fresh[0]}")
 
 
-def _decode_into(ds: FERDataset, rows: np.ndarray, size: int, grayscale: bool, soft: bool,
+def _decode_into(ds: FERDataset, sink: RowSink, size: int, grayscale: bool, soft: bool,
                  source_size: int | None, workers: int | None) -> dict[str, Any]:
-    """Decode ``ds`` into ``rows``, readable images first and in order; returns the meta of the rows kept (ids,
+    """Decode ``ds`` into ``sink``, readable images first and in order; returns the meta of the rows kept (ids,
     labels, targets, soft) and every skip (the listing's, then the decode's)."""
-    failed = decode_rows(ds, rows, size, grayscale, source_size, workers)
+    failed = decode_rows(ds, sink, size, grayscale, source_size, workers)
     keep = np.array([i for i in range(len(ds)) if i not in failed], dtype=np.int64)
     skipped = [*map(list, ds.skipped), *([ds.samples[i].path or ds.samples[i].id, why] for i, why in failed.items())]
     if not len(keep):
         raise DataError(f"{ds.name}/{ds.split}: no readable images ({len(skipped)} skipped)")
-    compact_rows(rows, keep)
+    sink.compact(keep)
     labels = [ds.target(int(i)) for i in keep]  # hard label (argmax of the soft target where there is no label)
     soft = soft and ds.has_soft_targets
     targets = np.stack([ds.target(int(i), soft=True) for i in keep]).tolist() if soft else labels
@@ -142,9 +142,9 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
         cache_dir = None  # a crop function without a ``key`` cannot be told apart from another: never cached
     shape = (len(ds), 1 if grayscale else 3, size, size)
     if not cache_dir:
-        rows = anonymous_rows(shape)
-        meta = _decode_into(ds, rows, size, grayscale, soft, source_size, workers)
-        out = _tensor_set(rows[:len(meta["ids"])], meta, ds.classes)
+        sink = SharedRows(shape)
+        meta = _decode_into(ds, sink, size, grayscale, soft, source_size, workers)
+        out = _tensor_set(sink.rows[:len(meta["ids"])], meta, ds.classes)
         _report_skipped(ds, out.skipped, log)
         return out
     path = cache_path(cache_dir, ds, size, grayscale, soft, source_size)
@@ -164,7 +164,7 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
             log(f"note: {old} is a cache in the format of earlier versions, no longer read; delete it to free "
                 f"{old.stat().st_size / 2**20:.0f} MiB")
         with RowWriter(path, shape) as w:  # concurrent runs may build the same cache: each renames a whole file
-            meta = _decode_into(ds, w.rows, size, grayscale, soft, source_size, workers)
+            meta = _decode_into(ds, w, size, grayscale, soft, source_size, workers)
             w.commit(len(meta["ids"]), meta)
         return read()
 
