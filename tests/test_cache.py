@@ -120,6 +120,20 @@ def test_soft_targets_survive_the_cache(tmp_path):
     assert torch.equal(built.targets, read.targets) and read.labels.tolist() == votes.argmax(1).tolist()
 
 
+def test_one_rank_per_cache_file_decodes():
+    """Under torchrun: rank 0 decodes, and the first rank of each node that cannot reach rank 0's file."""
+    from fdrl.data.ranks import decoders
+
+    one_node = [("a", True, "f.rows")] * 4
+    assert decoders(one_node) == {0}
+    shared_folder = one_node[:2] + [("b", True, "f.rows")] * 2
+    assert decoders(shared_folder) == {0}
+    local_disks = one_node[:2] + [("b", False, "f.rows")] * 2 + [("c", False, "f.rows")] * 2
+    assert decoders(local_disks) == {0, 2, 4}
+    other_copy = one_node[:2] + [("b", True, "g.rows")] * 2  # the node's images have other file times: its own key
+    assert decoders(other_copy) == {0, 2}
+
+
 def test_decode_workers_must_be_positive():
     from fdrl.config import load_config
 

@@ -1,8 +1,9 @@
 """Which processes of a ``torchrun`` job decode a split into the cache, and how the others wait for them.
 
-Rank 0 decodes; so does the first rank of every node that cannot see rank 0's cache folder (a node-local disk).
-Nodes that share the folder (one machine, or a network file system) leave the work to rank 0. Everyone else
-waits, then maps the finished file, so no image is decoded twice on a node. The wait uses its own gloo group
+Rank 0 decodes; so does the first rank of every node that cannot see rank 0's cache folder (a node-local disk) or
+whose file has another name there (its copy of the images has other file times, so another cache key). Nodes that
+share rank 0's file (one machine, or a network file system) leave the work to rank 0. Everyone else waits, then
+maps the finished file, so no image is decoded twice on a node. The wait uses its own gloo group
 with a long timeout: a first decode of a large set outlasts the default 30-minute collective timeout.
 """
 
@@ -34,38 +35,42 @@ def node_name() -> str:
     return os.environ.get("GROUP_RANK") or socket.gethostname()
 
 
-def decodes_here(folder: Path, group: dist.ProcessGroup) -> bool:
-    """Whether this rank decodes into ``folder``: rank 0, and the first rank of each node that does not see a file
-    rank 0 puts there (the collective calls of every rank must match, so all ranks take part)."""
-    rank = dist.get_rank()
+def decodes_here(path: Path, group: dist.ProcessGroup) -> bool:
+    """Whether this rank writes the cache file ``path``: rank 0, and the first rank of each node that does not
+    share rank 0's file (the collective calls of every rank must match, so all ranks take part)."""
+    rank, folder = dist.get_rank(), path.parent
     box: list[str | None] = [None]
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         box[0] = f".shared-{uuid.uuid4().hex}"
         (folder / box[0]).touch()
     dist.broadcast_object_list(box, src=0, group=group)
-    seen: list[tuple[str, bool] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(seen, (node_name(), (folder / str(box[0])).exists()), group=group)
+    seen: list[tuple[str, bool, str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, (node_name(), (folder / str(box[0])).exists(), path.name), group=group)
     if rank == 0:
         (folder / str(box[0])).unlink(missing_ok=True)
-    nodes = [s for s in seen if s is not None]
-    first = {}
-    for r, (node, _) in enumerate(nodes):
+    return rank in decoders([s for s in seen if s is not None])
+
+
+def decoders(ranks: list[tuple[str, bool, str]]) -> set[int]:
+    """The ranks that decode, from each rank's (node, whether it sees rank 0's folder, its cache file name): rank
+    0, and the first rank of every node that does not share rank 0's file."""
+    first: dict[str, int] = {}
+    for r, (node, _, _) in enumerate(ranks):
         first.setdefault(node, r)
-    blind = {node for node, _ in nodes} - {node for node, sees in nodes if sees}
-    me = nodes[rank][0]
-    return rank == 0 or (me in blind and first[me] == rank)
+    sharing = {node for node, sees, name in ranks if sees and name == ranks[0][2]}
+    return {0} | {r for node, r in first.items() if node not in sharing}
 
 
-def decode_once(folder: Path, build: Callable[[], T], read: Callable[[], T]) -> T:
-    """``build()`` (decode into ``folder``, or map the file already there) on the decoding ranks, ``read()`` on the
-    others once every decoder is done; outside a process group, ``build()``. A decoder's failure fails every rank
-    with its message instead of leaving them waiting."""
+def decode_once(path: Path, build: Callable[[], T], read: Callable[[], T]) -> T:
+    """``build()`` (decode into the cache file ``path``, or map it when it is there) on the decoding ranks,
+    ``read()`` on the others once every decoder is done; outside a process group, ``build()``. A decoder's
+    failure fails every rank with its message instead of leaving them waiting."""
     if not in_process_group():
         return build()
     group = dist.new_group(backend="gloo", timeout=WAIT)
     try:
-        mine = decodes_here(folder, group)
+        mine = decodes_here(path, group)
         result: T | None = None
         failure: BaseException | None = None
         if mine:
@@ -79,7 +84,7 @@ def decode_once(folder: Path, build: Callable[[], T], read: Callable[[], T]) -> 
             raise failure
         for r, s in enumerate(status):
             if s is not None:
-                raise DataError(f"rank {r} could not decode the data into {folder}: {s}")
+                raise DataError(f"rank {r} could not decode the data into {path.parent}: {s}")
         return result if mine else read()  # type: ignore[return-value]
     finally:
         dist.destroy_process_group(group)

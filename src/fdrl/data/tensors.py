@@ -168,7 +168,7 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
             w.commit(len(meta["ids"]), meta)
         return read()
 
-    out = decode_once(path.parent, build, read)
+    out = decode_once(path, build, read)
     _report_skipped(ds, out.skipped, log)  # a cache built by a lenient run must not make a strict one lenient
     return out
 
