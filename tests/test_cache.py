@@ -56,11 +56,14 @@ def test_parallel_decode_equals_serial_and_the_cache_is_mapped(faces, tmp_path, 
     assert torch.equal(decode_dataset(ds, 24, False, cache_dir=str(tmp_path)).images, serial.images)
 
 
-def test_batches_are_gathered_in_the_order_asked():
+def test_batches_are_gathered_in_the_order_asked(tmp_path):
     ds = create_dataset("synthetic", None, "val", num_samples=21, image_size=32)
-    data = decode_dataset(ds, 32, True)
-    idx = torch.tensor([9, 2, 17, 2, 0])
-    assert torch.equal(data.rows(idx), data.images[idx])
+    for cache in (None, str(tmp_path)):  # from memory; read from the cache file, a run of rows at a time
+        data = decode_dataset(ds, 32, True, cache_dir=cache)
+        assert (data.reader is None) == (cache is None)
+        for idx in ([9, 2, 17, 2, 0], [20, 3, 4, 5, 19, 0, 1]):
+            idx = torch.tensor(idx)
+            assert torch.equal(data.rows(idx), data.images[idx])
 
 
 @pytest.mark.parametrize("damage", ["truncated", "header", "meta", "rows of another size"])

@@ -28,6 +28,7 @@ import os
 import shutil
 import struct
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +128,37 @@ class RowWriter:
         os.replace(self.tmp, self.path)
 
 
-def read_rows(path: Path, row_shape: tuple[int, int, int]) -> tuple[np.ndarray, dict[str, Any]]:
+class RowReader:
+    """Rows of a cache file read with positioned reads: through the page cache that a node's processes share,
+    without mapping the pages into the reading process. A page touched through a map stays in the process's
+    resident set (on recent kernels a whole multi-page folio per row), so an epoch read through the map would show
+    the whole file in every rank's RSS; read this way, a rank's RSS holds the batch."""
+
+    def __init__(self, fd: int, row_shape: tuple[int, int, int]) -> None:
+        self.fd, self.row_shape = fd, tuple(row_shape)
+        self.row_bytes = int(np.prod(row_shape))
+        weakref.finalize(self, os.close, fd)
+
+    def read(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (ascending) as a (B, C, H, W) uint8 array; one read per run of consecutive rows."""
+        out = np.empty((len(index), *self.row_shape), np.uint8)
+        flat = out.reshape(len(index), -1)
+        starts = np.flatnonzero(np.diff(index) != 1) + 1
+        for a, b in zip([0, *starts], [*starts, len(index)], strict=True):
+            if b > a:
+                n = os.preadv(self.fd, [flat[a:b]], DATA_OFFSET + int(index[a]) * self.row_bytes)
+                if n != (b - a) * self.row_bytes:
+                    raise CacheFileError(f"cache file (descriptor {self.fd}): short read at row {int(index[a])}")
+        return out
+
+
+def read_rows(path: Path, row_shape: tuple[int, int, int]) -> tuple[np.ndarray, RowReader | None, dict[str, Any]]:
     """The pixels of a cache file, mapped copy-on-write ((N, C, H, W) uint8; writes stay private to the process
-    and never reach the file), and its meta; :class:`CacheFileError` naming what does not fit."""
-    size = os.path.getsize(path)
+    and never reach the file), a :class:`RowReader` of the same file (None for an empty one), and its meta;
+    :class:`CacheFileError` naming what does not fit. Everything comes from one open of the file, so a file
+    replaced meanwhile is not mixed with the one checked."""
     with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
         head = fh.read(DATA_OFFSET)
         if len(head) < _HEAD.size:
             raise CacheFileError(f"{path}: {size} bytes, shorter than a header")
@@ -156,9 +183,10 @@ def read_rows(path: Path, row_shape: tuple[int, int, int]) -> tuple[np.ndarray, 
         blob = fh.read(h["meta_bytes"])
         if hashlib.sha256(blob).hexdigest() != h["meta_sha256"]:
             raise CacheFileError(f"{path}: meta checksum does not match")
-    meta = json.loads(blob)
-    if not len(meta["ids"]) == len(meta["labels"]) == len(meta["targets"]) == shape[0]:
-        raise CacheFileError(f"{path}: meta lists {len(meta['ids'])} ids for {shape[0]} rows")
-    if shape[0] == 0:
-        return np.zeros(shape, np.uint8), meta
-    return np.memmap(path, dtype=np.uint8, mode="c", offset=DATA_OFFSET, shape=shape), meta
+        meta = json.loads(blob)
+        if not len(meta["ids"]) == len(meta["labels"]) == len(meta["targets"]) == shape[0]:
+            raise CacheFileError(f"{path}: meta lists {len(meta['ids'])} ids for {shape[0]} rows")
+        if shape[0] == 0:
+            return np.zeros(shape, np.uint8), None, meta
+        rows = np.memmap(fh, dtype=np.uint8, mode="c", offset=DATA_OFFSET, shape=shape)
+        return rows, RowReader(os.dup(fh.fileno()), row_shape), meta

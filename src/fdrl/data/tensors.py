@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from .base import FERDataset
-from .cachefile import SUFFIX, CacheFileError, RowWriter, read_rows
+from .cachefile import SUFFIX, CacheFileError, RowReader, RowWriter, read_rows
 from .decode import RowSink, SharedRows, decode_rows
 from .ranks import decode_once
 
@@ -39,17 +39,20 @@ class TensorSet:
     ids: list[str]
     classes: list[str]
     skipped: list[tuple[str, str]]
+    reader: RowReader | None = None  # the cache file's rows, read by batch (see rows)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """``images[index]`` in the order asked, read in ascending order: a shuffled batch gathered from a mapped
-        file touches its pages front to back, which the kernel's read-ahead serves best when they are not yet
-        in memory."""
+        """``images[index]`` in the order asked: the batches of training and evaluation. From a cache file they
+        are read in ascending row order, a run of consecutive rows at a time, without mapping their pages into
+        this process (:class:`~fdrl.data.cachefile.RowReader`)."""
         order = torch.argsort(index)
-        out = torch.empty((len(index), *self.images.shape[1:]), dtype=self.images.dtype)
-        out[order] = self.images[index[order]]
+        ascending = index[order]
+        got = self.images[ascending] if self.reader is None else torch.from_numpy(self.reader.read(ascending.numpy()))
+        out = torch.empty_like(got)
+        out[order] = got
         return out
 
 
@@ -125,11 +128,11 @@ def _decode_into(ds: FERDataset, sink: RowSink, size: int, grayscale: bool, soft
             "skipped": skipped}
 
 
-def _tensor_set(images: np.ndarray, meta: dict[str, Any], classes: list[str]) -> TensorSet:
+def _tensor_set(images: np.ndarray, reader: RowReader | None, meta: dict[str, Any], classes: list[str]) -> TensorSet:
     labels = torch.tensor(meta["labels"], dtype=torch.int64)
     targets = torch.tensor(meta["targets"], dtype=torch.float32) if meta["soft"] else labels
     return TensorSet(torch.from_numpy(images), targets, labels, list(meta["ids"]), classes,
-                     [(str(w), str(r)) for w, r in meta["skipped"]])
+                     [(str(w), str(r)) for w, r in meta["skipped"]], reader)
 
 
 def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = False,
@@ -144,7 +147,7 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
     if not cache_dir:
         sink = SharedRows(shape)
         meta = _decode_into(ds, sink, size, grayscale, soft, source_size, workers)
-        out = _tensor_set(sink.rows[:len(meta["ids"])], meta, ds.classes)
+        out = _tensor_set(sink.rows[:len(meta["ids"])], None, meta, ds.classes)
         _report_skipped(ds, out.skipped, log)
         return out
     path = cache_path(cache_dir, ds, size, grayscale, soft, source_size)
