@@ -1,7 +1,8 @@
 """The decode cache on disk: one file per split and preprocessing, memory-mapped by every process that uses it.
 
-A file is mapped, never loaded: the ranks of a node share its pages through the page cache, so a node holds one
-copy of a split however many processes train on it, and a process's own memory does not grow with the set.
+A file is mapped, never loaded, and batches are read from it with positioned reads (:class:`RowReader`): the
+ranks of a node share its pages through the page cache, so a node holds one copy of a split however many
+processes train on it, and a process's own memory does not grow with the set.
 
 Layout (little-endian)::
 

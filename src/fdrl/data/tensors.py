@@ -28,6 +28,7 @@ from ..errors import DataError
 from .base import FERDataset
 from .cachefile import SUFFIX, CacheFileError, RowReader, RowWriter, read_rows
 from .decode import RowSink, SharedRows, decode_rows
+from .decode import pil_to_array as pil_to_array  # where callers of earlier versions import it from
 from .ranks import decode_once
 
 
