@@ -1,21 +1,24 @@
 """First decode, memory per rank and training speed on an image folder of N generated faces.
 
-    python benchmarks/scale.py --n 20000 --size 112 --work /tmp/fdrl_scale
-    python benchmarks/scale.py --n 200000 --size 112 --work /tmp/fdrl_scale --ranks 1,2 --steps 30
+    python benchmarks/scale.py --n 20000 --size 112 --work /tmp/fdrl_scale --serial-baseline
+    python benchmarks/scale.py --n 200000 --size 112 --work /tmp/fdrl_scale --steps 20 --clean
 
 1. Writes ``WORK/faces-N-SIZE/{train,val,test}/<class>/*.jpg`` (N training faces from ``fdrl.data.synthetic``;
    kept for the next run of the same N and size unless ``--clean``).
 2. First decode of the training split into the cache (``WORK/cache``): seconds, images/s, and the CPU time of the
    decode processes over the wall time (cores used).
 3. For 1 and 2 ranks on this node:
-   * "epoch": each rank maps the cache and gathers every batch of its share of one epoch (the data path of
-     training without the model), so every row is touched;
+   * "epoch": each rank opens the cache and reads every batch of its share of one epoch (``TensorSet.rows``: the
+     data path of training without the model), so every row is read;
    * "train": ``torchrun --nproc-per-node R -m fdrl.cli train`` for ``--steps`` steps, with the steady
      images/s between the first and the last progress line (all ranks).
    Memory of each rank is sampled from ``/proc/PID/smaps_rollup`` every 0.2 s: peak RSS (resident, shared pages
-   included: every rank counts the cache pages it touched), peak USS (private: Private_Clean + Private_Dirty) and
-   peak anonymous memory; "sum PSS" is the peak over time of the ranks' proportional set sizes added up, in which
-   a page mapped by two ranks counts half in each, so the cache pages are counted once for the node.
+   included), peak USS (private: Private_Clean + Private_Dirty) and
+   peak anonymous memory; "sum PSS" is the peak over time of the ranks' proportional set sizes added up (a page
+   mapped by two ranks counts half in each). Batches are read with positioned reads, so the cache file's pages sit
+   in the page cache, mapped by no rank: "file cache" is the file's residency there (``fincore``) at the end of
+   the phase, and "node" = sum PSS + file cache is what the job holds on the node, the pixels counted once. (An
+   older checkout, which loads the cache into every rank, has the pixels in each rank's PSS instead.)
 
 Only the public API and the ``fdrl train`` command are used, so the same script measures another checkout:
 ``PYTHONPATH=/path/to/other/src python benchmarks/scale.py ...``. Linux only (``/proc``).
@@ -153,6 +156,16 @@ class Sampler(threading.Thread):
                 "rank_anon_mib": worst["anon"], "rank_pss_mib": worst["pss"], "sum_pss_mib": self.sum_pss / MIB}
 
 
+def resident_mib(cache: Path, size: int) -> float:
+    """Page-cache residency of the training split's cache file (util-linux ``fincore``), the copy of the pixels
+    that a node's ranks share; 0 when fincore is missing."""
+    files = sorted(cache.glob(f"folder-train-{size}c-*"), key=lambda p: p.stat().st_mtime)
+    if not files or files[-1].suffix == ".pt" or shutil.which("fincore") is None:
+        return 0.0  # .pt: an older checkout's cache, loaded whole into every rank; its page cache is not used after
+    out = subprocess.run(["fincore", "-b", "-n", "-o", "RES", str(files[-1])], capture_output=True, text=True)
+    return int(out.stdout.split()[0]) / MIB if out.returncode == 0 and out.stdout.strip() else 0.0
+
+
 def children(pid: int, match: str) -> list[int]:
     """Direct children of ``pid`` whose command line contains ``match``."""
     out = []
@@ -233,11 +246,11 @@ def epoch_pass(root: Path, cache: Path, size: int, batch: int, world: int) -> di
     for _ in procs:
         ready.get(timeout=3600)
     seconds = time.perf_counter() - t0
-    sampler.take()  # every rank has touched its whole share and still maps it
+    sampler.take()  # every rank has read its whole share and is still alive
     go.set()
     for p in procs:
         p.join()
-    return {**sampler.result(), "seconds": seconds}
+    return {**sampler.result(), "seconds": seconds, "file_cache_mib": resident_mib(cache, size)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -273,7 +286,8 @@ def train_run(root: Path, cache: Path, work: Path, size: int, batch: int, world:
     mem = sampler.result()
     (s0, t_0), (s1, t_1) = marks[0], marks[-1]
     rate = (s1 - s0) * batch * world / max(1e-9, t_1 - t_0)
-    return {**mem, "seconds": time.perf_counter() - t0, "steady_images_per_second": rate}
+    return {**mem, "seconds": time.perf_counter() - t0, "steady_images_per_second": rate,
+            "file_cache_mib": resident_mib(cache, size)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,6 +301,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=30, help="training steps per rank")
     p.add_argument("--skip-train", action="store_true", help="measure decode and the epoch of batches only")
+    p.add_argument("--serial-baseline", action="store_true",
+                   help="also time the first decode with one worker (the speed-up of the pool)")
     p.add_argument("--clean", action="store_true", help="delete the images and the cache afterwards")
     p.add_argument("--decode-only", action="store_true", help=argparse.SUPPRESS)  # the first decode, in a fresh process
     args = p.parse_args()
@@ -306,12 +322,26 @@ def main() -> None:
         print(f"generated {args.n + 2 * EVAL_PER_SPLIT} JPEG files in {gen:.0f} s")
     for old in cache.glob(f"folder-train-{args.size}c-*"):
         old.unlink()  # a first decode, every time
-    cmd = [sys.executable, __file__, "--decode-only", "--n", str(args.n), "--size", str(args.size), "--work",
-           str(args.work)] + (["--workers", str(args.workers)] if args.workers else [])
-    dec = json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[-1])
+    def decode(workers: int | None, work: Path) -> dict[str, float]:
+        cmd = [sys.executable, __file__, "--decode-only", "--n", str(args.n), "--size", str(args.size), "--work",
+               str(work)] + (["--workers", str(workers)] if workers else [])
+        return json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[-1])
+
+    if args.serial_baseline:
+        serial = args.work / "serial"
+        shutil.rmtree(serial, ignore_errors=True)
+        (serial / root.name).parent.mkdir(parents=True)
+        (serial / root.name).symlink_to(root.resolve())
+        one = decode(1, serial)
+        shutil.rmtree(serial)
+        print(f"first decode, 1 worker: {one['images']} images in {one['seconds']:.1f} s = "
+              f"{one['images_per_second']:.0f} img/s, {one['cores_used']:.2f} cores busy")
+    dec = decode(args.workers, args.work)
     print(f"first decode: {dec['images']} images in {dec['seconds']:.1f} s = {dec['images_per_second']:.0f} img/s, "
           f"{dec['cores_used']:.2f} cores busy; cache {dec['cache_mib']:.0f} MiB; peak RSS of the decoding process "
           f"{dec['decoder_peak_rss_mib']:.0f} MiB, of a decode worker {dec['worker_peak_rss_mib']:.0f} MiB")
+    if args.serial_baseline:
+        print(f"speed-up of the pool over one worker: {one['seconds'] / dec['seconds']:.2f}x")
     rows = []
     for world in (int(r) for r in args.ranks.split(",")):
         rows.append({"phase": "epoch", "world": world, **epoch_pass(root, cache, args.size, args.batch_size, world)})
@@ -319,17 +349,21 @@ def main() -> None:
             rows.append({"phase": "train", "world": world,
                          **train_run(root, cache, args.work, args.size, args.batch_size, world, args.steps,
                                      max(1, cores // world))})
+    for r in rows:
+        r["node_mib"] = r["sum_pss_mib"] + r["file_cache_mib"]
     print(f"{'phase':6s} {'ranks':>5s} {'RSS/rank':>9s} {'USS/rank':>9s} {'anon/rank':>9s} {'sum PSS':>9s} "
-          f"{'img/s':>7s} {'seconds':>8s}   (MiB; peaks)")
+          f"{'file cache':>10s} {'node':>7s} {'img/s':>7s} {'seconds':>8s}   (MiB; peaks)")
     for r in rows:
         rate = f"{r['steady_images_per_second']:7.1f}" if "steady_images_per_second" in r else f"{'-':>7s}"
         print(f"{r['phase']:6s} {r['world']:5d} {r['rank_rss_mib']:9.0f} {r['rank_uss_mib']:9.0f} "
-              f"{r['rank_anon_mib']:9.0f} {r['sum_pss_mib']:9.0f} {rate} {r['seconds']:8.1f}")
+              f"{r['rank_anon_mib']:9.0f} {r['sum_pss_mib']:9.0f} {r['file_cache_mib']:10.0f} {r['node_mib']:7.0f} "
+              f"{rate} {r['seconds']:8.1f}")
     for phase in ("epoch", "train"):
         one = [r for r in rows if r["phase"] == phase and r["world"] == 1]
         two = [r for r in rows if r["phase"] == phase and r["world"] == 2]
         if one and two:
-            print(f"{phase}: 2 ranks / 1 rank, sum PSS: {two[0]['sum_pss_mib'] / one[0]['sum_pss_mib']:.2f}")
+            node, pss = (two[0][k] / one[0][k] for k in ("node_mib", "sum_pss_mib"))
+            print(f"{phase}: 2 ranks / 1 rank: node (sum PSS + file cache) {node:.2f}, sum PSS {pss:.2f}")
     (args.work / f"scale-{args.n}-{args.size}.json").write_text(json.dumps({"decode": dec, "runs": rows}, indent=1))
     if args.clean:
         shutil.rmtree(root)
