@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from ..errors import DataError
 from .base import FERDataset
 from .cachefile import SUFFIX, CacheFileError, RowReader, RowWriter, read_rows
-from .decode import RowSink, SharedRows, decode_rows
+from .decode import RowSink, SharedRows, available_cores, decode_rows
 from .decode import pil_to_array as pil_to_array  # where callers of earlier versions import it from
-from .ranks import decode_once
+from .ranks import decode_once, in_process_group
 
 
 @dataclass
@@ -146,6 +146,8 @@ def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = Fals
         cache_dir = None  # a crop function without a ``key`` cannot be told apart from another: never cached
     shape = (len(ds), 1 if grayscale else 3, size, size)
     if not cache_dir:
+        if workers is None and in_process_group():  # every rank of the node decodes its own copy: share the cores
+            workers = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         sink = SharedRows(shape)
         meta = _decode_into(ds, sink, size, grayscale, soft, source_size, workers)
         out = _tensor_set(sink.rows[:len(meta["ids"])], None, meta, ds.classes)
