@@ -117,8 +117,8 @@ class _Progress:
     def update(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self.last < (0.5 if self.tty else self.every) and self.done < self.total:
-            return
+        if now - self.last < (0.5 if self.tty else self.every) or self.done >= self.total:
+            return  # the last line is close()'s
         self.last = now
         rate = self.done / max(1e-9, now - self.t0)
         eta = (self.total - self.done) / max(rate, 1e-9)
