@@ -168,6 +168,24 @@ BREAKAGES: tuple[Breakage, ...] = (
         "        if not torch.isfinite(loss):\n",
         "        if False:\n",
         (ENGINE + "test_nan_loss_stops_with_last_checkpoint_intact",)),
+    Breakage(
+        "ddp_buckets_regrouped", "--resume under DDP with more than two ranks continues exactly",
+        "src/fdrl/engine/runtime.py",
+        "                                                  find_unused_parameters=True)\n",
+        "                                                  find_unused_parameters=False)\n",
+        (T + "test_multinode.py",)),
+    Breakage(
+        "each_node_decodes_a_shared_cache", "ranks sharing a cache folder decode the data once",
+        "src/fdrl/data/ranks.py",
+        "    return {0} | {r for node, r in first.items() if node not in sharing}\n",
+        "    return {0} | set(first.values())\n",
+        (T + "test_cache.py::test_one_rank_per_cache_file_decodes",)),
+    Breakage(
+        "batch_rows_reordered", "a batch gathered from the cache keeps the order of its indices",
+        "src/fdrl/data/tensors.py",
+        "        out[order] = got\n",
+        "        out[:] = got\n",
+        (T + "test_cache.py::test_batches_are_gathered_in_the_order_asked",)),
 )
 
 

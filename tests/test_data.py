@@ -8,6 +8,7 @@ import torch
 
 from conftest import shared, write_image
 from fdrl.data import create_dataset, list_datasets
+from fdrl.data.cachefile import SUFFIX
 from fdrl.data.splits import grouped_holdout, stratified_holdout
 from fdrl.data.tensors import BatchTransform, decode_dataset, tta_views
 from fdrl.errors import DataError
@@ -413,7 +414,7 @@ def test_a_lenient_runs_cache_does_not_make_a_strict_run_lenient(tmp_path):
     lenient = create_dataset("folder", str(root), "all")
     logged: list[str] = []
     first = decode_dataset(lenient, 32, True, cache_dir=str(tmp_path / "cache"), log=logged.append)
-    assert len(first) == 2 and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert len(first) == 2 and len(list((tmp_path / "cache").glob(f"*{SUFFIX}"))) == 1
     again: list[str] = []
     second = decode_dataset(lenient, 32, True, cache_dir=str(tmp_path / "cache"), log=again.append)
     assert second.skipped == first.skipped and again == logged and "skipped 1 unreadable" in again[0]
@@ -425,7 +426,7 @@ def test_a_lenient_runs_cache_does_not_make_a_strict_run_lenient(tmp_path):
 def test_cache_round_trip(tmp_path):
     ds = create_dataset("synthetic", None, "val", num_samples=21)
     a = decode_dataset(ds, 40, True, cache_dir=str(tmp_path))
-    files = list(tmp_path.glob("synthetic-val-40g-*.pt"))
+    files = list(tmp_path.glob(f"synthetic-val-40g-*{SUFFIX}"))
     assert len(files) == 1 and a.images.shape == (21, 1, 40, 40) and a.images.dtype == torch.uint8
     b = decode_dataset(ds, 40, True, cache_dir=str(tmp_path))
     assert torch.equal(a.images, b.images) and a.ids == b.ids

@@ -48,11 +48,18 @@ def test_the_recipes_are_few_and_say_only_what_they_set():
         assert "model_name" not in raw, f"{name}: the baseline twin is --baseline, not a file"
 
 
+# Deliberate changes since those files: AffectNet uses the decode cache, now a mapped file shared by a node's ranks.
+CHANGED = {"affectnet": {"data": {"cache": True}}, "affectnet_baseline": {"data": {"cache": True}}}
+
+
 @pytest.mark.parametrize("legacy", sorted(LEGACY))
 def test_every_legacy_config_resolves_the_same_as_its_recipe(legacy):
     recipe, baseline, overrides = LEGACY_AS_RECIPES[legacy]
     new = load_config(recipe, overrides, baseline=baseline)
-    old = LEGACY[legacy]
+    old = json.loads(json.dumps(LEGACY[legacy]))
+    for section, values in CHANGED.get(legacy, {}).items():
+        assert all(old[section][k] != v for k, v in values.items()), f"{legacy}: no longer a change"
+        old[section].update(values)
     # The whole config, once the old trunk keys of `model` are read into the trunk section (as for old checkpoints)
     assert to_dict(from_dict(TrainConfig, old)) == to_dict(new)
     # ... the model it builds, with no help from that reading ...

@@ -73,11 +73,16 @@ class DataConfig:
     test_split: str = "test"
     val_fraction: float = 0.1  # carved, seeded and stratified, from train where a benchmark has no val split
     augment: Literal["none", "basic", "fer", "extended"] = "basic"
-    cache: bool = True  # uint8 tensor cache of decoded images
-    cache_dir: str | None = None
+    cache: bool = True  # decode once into a memory-mapped uint8 file per split (docs/scale.md)
+    cache_dir: str | None = None  # None: ~/.cache/fdrl
+    decode_workers: int | None = None  # processes for the first decode; None: every available core
     max_samples: int | None = None  # per split, for smoke runs
     on_error: Literal["strict", "skip"] = "skip"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def __post_init__(self) -> None:
+        if self.decode_workers is not None and self.decode_workers < 1:
+            raise ConfigError(f"decode_workers must be >= 1 (or null: every core), got {self.decode_workers}")
 
 
 @dataclass

@@ -48,7 +48,7 @@ def build_split(d: DataConfig, split: str, seed: int, role: str, soft: bool = Fa
     p = d.preprocessing
     ds = list_split(d, split, seed)
     out = decode_dataset(ds, p.input_size, p.grayscale, soft=soft, cache_dir=cache_dir(d), log=log,
-                         source_size=p.source_size)
+                         source_size=p.source_size, workers=d.decode_workers)
     log(f"data {role}: {ds.summary()}" + (f"; excluded by protocol {ds.excluded}" if ds.excluded else ""))
     return out
 

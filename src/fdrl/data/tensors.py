@@ -1,8 +1,9 @@
-"""Decode once into a uint8 tensor cache; augment whole batches on the training device.
+"""Decode once into a memory-mapped uint8 cache; augment whole batches on the training device.
 
-Small-image FER sets (FER2013, FERPlus, CK+48, RAF-DB aligned) fit in memory as uint8 at the model's input
-size, so epochs after the first never touch JPEG/PNG decoding, and augmentation runs batched on tensors (on the
-GPU when there is one) instead of per sample in PIL on a 2-core CPU.
+Every split is decoded once, at the model's input size, into one cache file (``cachefile.py``) that each process
+maps instead of loading: epochs after the first never touch JPEG/PNG decoding, the ranks of a node share one copy
+of the pixels, and a set larger than memory trains from the page cache. Augmentation runs batched on tensors (on
+the GPU when there is one) instead of per sample in PIL.
 
 Preprocessing contract (shared with inference): face crop -> (down to ``source_size`` when the crop is larger)
 -> resize to ``input_size`` x ``input_size`` (bilinear) -> grayscale replicated to 3 channels when ``grayscale``
@@ -14,47 +15,52 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ..checkpoint import atomic_save
 from ..errors import DataError
-from .base import FERDataset, ImageReadError
+from .base import FERDataset
+from .cachefile import SUFFIX, CacheFileError, RowReader, RowWriter, read_rows
+from .decode import RowSink, SharedRows, available_cores, decode_rows
+from .decode import pil_to_array as pil_to_array  # where callers of earlier versions import it from
+from .ranks import decode_once, in_process_group
 
 
 @dataclass
 class TensorSet:
-    images: torch.Tensor  # (N, C, S, S) uint8, C = 1 (grayscale) or 3
+    images: torch.Tensor  # (N, C, S, S) uint8, C = 1 (grayscale) or 3; mapped from the cache file when cached
     targets: torch.Tensor  # (N,) int64, or (N, K) float soft targets
     labels: torch.Tensor  # (N,) int64 hard labels (argmax of soft targets)
     ids: list[str]
     classes: list[str]
     skipped: list[tuple[str, str]]
+    reader: RowReader | None = None  # the cache file's rows, read by batch (see rows)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-
-def pil_to_array(im: Image.Image, size: int, grayscale: bool, source_size: int | None = None) -> np.ndarray:
-    """The preprocessing resize: RGB PIL -> (C, size, size) uint8, through ``source_size`` when the crop is
-    larger than that (``Preprocessing.source_size``)."""
-    im = im.convert("L") if grayscale else im.convert("RGB")
-    if source_size is not None and max(im.size) > source_size:
-        im = im.resize((source_size, source_size), Image.BILINEAR)
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR)
-    arr = np.asarray(im, dtype=np.uint8)
-    return arr[None] if grayscale else arr.transpose(2, 0, 1)
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """``images[index]`` in the order asked: the batches of training and evaluation. From a cache file they
+        are read in ascending row order, a run of consecutive rows at a time, without mapping their pages into
+        this process (:class:`~fdrl.data.cachefile.RowReader`)."""
+        order = torch.argsort(index)
+        ascending = index[order]
+        got = self.images[ascending] if self.reader is None else torch.from_numpy(self.reader.read(ascending.numpy()))
+        out = torch.empty_like(got)
+        out[order] = got
+        return out
 
 
 def resize_batch(x: torch.Tensor, size: int, source_size: int | None = None) -> torch.Tensor:
-    """:func:`pil_to_array`'s resize for a uint8 (B, C, H, W) batch: through ``source_size`` when the faces are
-    larger than that, then to ``size`` x ``size``; bilinear, antialiased when shrinking, as PIL's resize is."""
+    """:func:`~fdrl.data.decode.pil_to_array`'s resize for a uint8 (B, C, H, W) batch: through ``source_size`` when
+    the faces are larger than that, then to ``size`` x ``size``; bilinear, antialiased when shrinking, as PIL's
+    resize is."""
 
     def resize(t: torch.Tensor, side: int) -> torch.Tensor:
         if tuple(t.shape[-2:]) == (side, side):
@@ -85,7 +91,15 @@ def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool, source_
     return h.hexdigest()[:16]
 
 
-def _report_skipped(ds: FERDataset, skipped: list[tuple[str, str]], log) -> None:
+def cache_path(cache_dir: str | os.PathLike[str], ds: FERDataset, size: int, grayscale: bool, soft: bool = False,
+               source_size: int | None = None) -> Path:
+    """The cache file of ``ds`` decoded at ``size`` (its name says data set, split, size and colour; the key
+    hashes the preprocessing, the face crop and every sample's id, label and file size and time)."""
+    key = _fingerprint(ds, size, grayscale, soft, source_size)
+    return Path(cache_dir) / f"{ds.name}-{ds.split.replace('/', '_')}-{size}{'g' if grayscale else 'c'}-{key}{SUFFIX}"
+
+
+def _report_skipped(ds: FERDataset, skipped: list[tuple[str, str]], log: Callable[[str], None]) -> None:
     """Images that failed to decode (beyond those the listing already skipped): one log line with the count and
     the first; a :class:`DataError` in ``on_error="strict"`` mode, for skips read from a cache that a lenient run
     built (a fresh strict decode stops at the first unreadable image)."""
@@ -98,43 +112,70 @@ def _report_skipped(ds: FERDataset, skipped: list[tuple[str, str]], log) -> None
     log(f"{ds.name}/{ds.split}: skipped {len(fresh)} unreadable image(s), e.g. {fresh[0]}")
 
 
+def _decode_into(ds: FERDataset, sink: RowSink, size: int, grayscale: bool, soft: bool,
+                 source_size: int | None, workers: int | None) -> dict[str, Any]:
+    """Decode ``ds`` into ``sink``, readable images first and in order; returns the meta of the rows kept (ids,
+    labels, targets, soft) and every skip (the listing's, then the decode's)."""
+    failed = decode_rows(ds, sink, size, grayscale, source_size, workers)
+    keep = np.array([i for i in range(len(ds)) if i not in failed], dtype=np.int64)
+    skipped = [*map(list, ds.skipped), *([ds.samples[i].path or ds.samples[i].id, why] for i, why in failed.items())]
+    if not len(keep):
+        raise DataError(f"{ds.name}/{ds.split}: no readable images ({len(skipped)} skipped)")
+    sink.compact(keep)
+    labels = [ds.target(int(i)) for i in keep]  # hard label (argmax of the soft target where there is no label)
+    soft = soft and ds.has_soft_targets
+    targets = np.stack([ds.target(int(i), soft=True) for i in keep]).tolist() if soft else labels
+    return {"ids": [ds.samples[i].id for i in keep], "labels": labels, "targets": targets, "soft": soft,
+            "skipped": skipped}
+
+
+def _tensor_set(images: np.ndarray, reader: RowReader | None, meta: dict[str, Any], classes: list[str]) -> TensorSet:
+    labels = torch.tensor(meta["labels"], dtype=torch.int64)
+    targets = torch.tensor(meta["targets"], dtype=torch.float32) if meta["soft"] else labels
+    return TensorSet(torch.from_numpy(images), targets, labels, list(meta["ids"]), classes,
+                     [(str(w), str(r)) for w, r in meta["skipped"]], reader)
+
+
 def decode_dataset(ds: FERDataset, size: int, grayscale: bool, soft: bool = False,
-                   cache_dir: str | None = None, log=print, source_size: int | None = None) -> TensorSet:
-    """Decode every image of ``ds`` (or read the cache); unreadable images are skipped and reported."""
-    path = None
+                   cache_dir: str | None = None, log: Callable[[str], None] = print, source_size: int | None = None,
+                   workers: int | None = None) -> TensorSet:
+    """Decode every image of ``ds`` (or map the cache); unreadable images are skipped and reported. ``workers``:
+    decode processes (None: every available core). Under ``torchrun`` one rank per node decodes, the others map
+    its file (``ranks.py``)."""
     if ds.face_crop is not None and not hasattr(ds.face_crop, "key"):
         cache_dir = None  # a crop function without a ``key`` cannot be told apart from another: never cached
-    if cache_dir:
-        key = _fingerprint(ds, size, grayscale, soft, source_size)
-        path = Path(cache_dir) / f"{ds.name}-{ds.split.replace('/', '_')}-{size}{'g' if grayscale else 'c'}-{key}.pt"
-        if path.is_file():
-            d = torch.load(path, weights_only=True)
-            skipped = [tuple(x) for x in d["skipped"]]
-            _report_skipped(ds, skipped, log)  # a cache built by a lenient run must not make a strict one lenient
-            return TensorSet(d["images"], d["targets"], d["labels"], d["ids"], ds.classes, skipped)
-    arrays, targets, labels, ids = [], [], [], []
-    skipped = list(ds.skipped)
-    for i, s in enumerate(ds.samples):
+    shape = (len(ds), 1 if grayscale else 3, size, size)
+    if not cache_dir:
+        if workers is None and in_process_group():  # every rank of the node decodes its own copy: share the cores
+            workers = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        sink = SharedRows(shape)
+        meta = _decode_into(ds, sink, size, grayscale, soft, source_size, workers)
+        out = _tensor_set(sink.rows[:len(meta["ids"])], None, meta, ds.classes)
+        _report_skipped(ds, out.skipped, log)
+        return out
+    path = cache_path(cache_dir, ds, size, grayscale, soft, source_size)
+
+    def read() -> TensorSet:
+        return _tensor_set(*read_rows(path, shape[1:]), ds.classes)
+
+    def build() -> TensorSet:
         try:
-            arr = pil_to_array(ds.load(i), size, grayscale, source_size)
-        except ImageReadError as exc:
-            if ds.on_error == "strict":
-                raise DataError(f"{ds.name}: {s.path or s.id}: {exc}") from exc
-            skipped.append((s.path or s.id, str(exc)))
-            continue
-        arrays.append(arr)
-        targets.append(ds.target(i, soft=soft))
-        labels.append(ds.target(i))  # hard label (argmax of the soft target where there is no label)
-        ids.append(s.id)
-    if not arrays:
-        raise DataError(f"{ds.name}/{ds.split}: no readable images ({len(skipped)} skipped)")
-    images = torch.from_numpy(np.stack(arrays))
-    tgt = torch.from_numpy(np.stack(targets)) if soft and ds.has_soft_targets else torch.tensor(labels)
-    out = TensorSet(images, tgt, torch.tensor(labels), ids, ds.classes, skipped)
-    _report_skipped(ds, skipped, log)
-    if path is not None:
-        atomic_save({"images": images, "targets": out.targets, "labels": out.labels, "ids": ids,
-                     "skipped": [list(x) for x in skipped]}, path)  # concurrent runs may build the same cache
+            return read()
+        except FileNotFoundError:
+            pass
+        except CacheFileError as exc:
+            log(f"{exc}: decoding again")
+        old = path.with_suffix(".pt")
+        if old.is_file():
+            log(f"note: {old} is a cache in the format of earlier versions, no longer read; delete it to free "
+                f"{old.stat().st_size / 2**20:.0f} MiB")
+        with RowWriter(path, shape) as w:  # concurrent runs may build the same cache: each renames a whole file
+            meta = _decode_into(ds, w, size, grayscale, soft, source_size, workers)
+            w.commit(len(meta["ids"]), meta)
+        return read()
+
+    out = decode_once(path, build, read)
+    _report_skipped(ds, out.skipped, log)  # a cache built by a lenient run must not make a strict one lenient
     return out
 
 

@@ -44,7 +44,7 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
     dtype = amp_dtype(amp, device)
     for start in range(0, len(idx), batch_size):
         bi = idx[start:start + batch_size]
-        x = transform(data.images[bi].to(device, non_blocking=True), train=False)
+        x = transform(data.rows(bi).to(device, non_blocking=True), train=False)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         p = 0

@@ -181,7 +181,8 @@ def latent_saliency(model: nn.Module, data: TensorSet, transform: BatchTransform
     with _frozen_eval(model):
         for start in range(0, len(idx), batch_size):
             bi = idx[start:start + batch_size]
-            x = transform(data.images[bi].to(device), train=False)
+            faces = data.rows(bi)
+            x = transform(faces.to(device), train=False)
             maps, alpha = _batch_maps(model, x, target, method, smooth_samples, smooth_sigma, gen)
             maps, alpha = maps.double().cpu(), alpha.double().cpu()
             total = maps.sum(dim=(2, 3))  # (B, M)
@@ -190,7 +191,7 @@ def latent_saliency(model: nn.Module, data: TensorSet, transform: BatchTransform
             sal_sum += torch.einsum("bk,bmhw->mkhw", onehot, scaled)
             mag_sum += torch.einsum("bk,bm->mk", onehot, total)
             alpha_sum += onehot.T @ alpha
-            face_sum += torch.einsum("bk,bhw->khw", onehot, _grey(data.images[bi]).double())
+            face_sum += torch.einsum("bk,bhw->khw", onehot, _grey(faces).double())
             if log is not None:
                 log(f"explain: {min(start + batch_size, len(idx))}/{len(idx)} faces")
     n = counts.double().clamp_min(1)

@@ -118,7 +118,13 @@ def wrap_model(model: nn.Module, channels_last: bool, compile: bool, info: DistI
         model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if info.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # find_unused_parameters keeps DDP's gradient buckets as they are built, for the whole run. Without it DDP
+        # reduces the first step in one bucket and regroups the buckets after it; with more than two ranks the
+        # order of a gradient's sum follows its place in the bucket, so a --resume (whose first step is again
+        # the one-bucket step) would continue only to rounding, not exactly. It costs one walk of the autograd
+        # graph per step (and a one-time warning from DDP that it found no unused parameter).
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  find_unused_parameters=True)
     return torch.compile(net) if compile else net
 
 

@@ -104,7 +104,7 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
     bar = Progress(len(batches), f"epoch {epoch + 1}/{t.epochs}", t.log_every, info.main)
     t0 = time.time()
     for step, bi in enumerate(batches, 1):
-        x = transform(data.images[bi].to(device, non_blocking=True), train=True, generator=gen)
+        x = transform(data.rows(bi).to(device, non_blocking=True), train=True, generator=gen)
         y = data.targets[bi].to(device)
         x, y = mix_batch(x, y, len(data.classes), t.mix, t.mix_alpha, generator=gen)  # train.mix; soft targets
         if t.channels_last:

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from ..config import Preprocessing
-from ..data.tensors import BatchTransform, pil_to_array, resize_batch, tta_views
+from ..data.decode import pil_to_array
+from ..data.tensors import BatchTransform, resize_batch, tta_views
 from ..engine.runtime import resolve_device
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face

@@ -1,0 +1,183 @@
+"""Decoding a data set's images into rows of uint8 pixels, in parallel, with progress on stderr.
+
+A pool of forked workers splits the files between them; each writes its rows straight into the destination (the
+cache file, or shared anonymous memory when nothing is cached), a block at a time, so no process ever holds the
+decoded set, and only the indices of unreadable images travel back. Forked, not spawned: the workers inherit the
+data set and its face detector as they are, with nothing pickled. Small sets decode in the calling process, where
+a pool would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import DataError
+from .base import FERDataset, ImageReadError
+
+MIN_PARALLEL = 256  # images; below this a pool's start-up costs more than the decode it shares out
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which a job scheduler narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def pil_to_array(im: Image.Image, size: int, grayscale: bool, source_size: int | None = None) -> np.ndarray:
+    """The preprocessing resize: RGB PIL -> (C, size, size) uint8, through ``source_size`` when the crop is
+    larger than that (``Preprocessing.source_size``)."""
+    im = im.convert("L") if grayscale else im.convert("RGB")
+    if source_size is not None and max(im.size) > source_size:
+        im = im.resize((source_size, source_size), Image.BILINEAR)
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if grayscale else arr.transpose(2, 0, 1)
+
+
+class RowSink(Protocol):
+    """Where decoded rows go: :class:`SharedRows` or the cache file's :class:`~fdrl.data.cachefile.RowWriter`."""
+
+    def write(self, start: int, block: np.ndarray) -> None: ...
+
+    def compact(self, keep: np.ndarray) -> None: ...
+
+
+class SharedRows:
+    """The destination of a decode that is not cached: (N, C, H, W) uint8 rows in shared anonymous memory, which
+    forked decode workers write into; ``rows[:n]`` after :meth:`compact` are the readable images."""
+
+    def __init__(self, shape: tuple[int, int, int, int]) -> None:
+        count = int(np.prod(shape))
+        self.rows = np.frombuffer(mmap.mmap(-1, max(1, count)), dtype=np.uint8, count=count).reshape(shape)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        self.rows[start:start + len(block)] = block
+
+    def compact(self, keep: np.ndarray, chunk: int = 1024) -> None:
+        """Move rows ``keep`` (ascending indices) to the front, in place, a chunk at a time."""
+        moved = np.flatnonzero(keep != np.arange(len(keep)))
+        for j in range(int(moved[0]) if len(moved) else len(keep), len(keep), chunk):
+            src = keep[j:j + chunk]
+            self.rows[j:j + len(src)] = self.rows[src]  # src >= destination, ascending: nothing needed is overwritten
+
+
+# The decode in progress, set before the pool forks so that its workers inherit it: (data set, destination,
+# size, grayscale, source_size).
+_JOB: tuple[FERDataset, RowSink, int, bool, int | None] | None = None
+
+
+def _decode_range(bounds: tuple[int, int]) -> tuple[int, list[tuple[int, str]]]:
+    """Decode samples ``[start, stop)`` of the current job and write them as one block (an unreadable image
+    leaves a row of zeros); returns how many were tried and the (index, reason) of those that could not be read
+    (in strict mode the range stops at the first)."""
+    assert _JOB is not None
+    ds, sink, size, grayscale, source_size = _JOB
+    start, stop = bounds
+    block = np.zeros((stop - start, 1 if grayscale else 3, size, size), np.uint8)
+    failed = []
+    for i in range(start, stop):
+        try:
+            block[i - start] = pil_to_array(ds.load(i), size, grayscale, source_size)
+        except ImageReadError as exc:
+            failed.append((i, str(exc)))
+            if ds.on_error == "strict":
+                break
+    sink.write(start, block)
+    return stop - start, failed
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # a face detector's torch ops: one thread per worker, the pool fills the cores
+
+
+class _Progress:
+    """``decoding NAME: i/N (p %), r img/s, ETA`` on stderr: redrawn in place on a terminal, else a line every
+    ``every`` seconds (none for a decode shorter than that)."""
+
+    def __init__(self, label: str, total: int, workers: int, every: float = 10.0) -> None:
+        self.label, self.total, self.every = label, total, every
+        self.tty = sys.stderr.isatty()
+        self.t0 = self.last = time.monotonic()
+        self.done = 0
+        print(f"decoding {label}: {total} images, {workers} worker process{'es' if workers > 1 else ''}",
+              file=sys.stderr, flush=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last < (0.5 if self.tty else self.every) or self.done >= self.total:
+            return  # the last line is close()'s
+        self.last = now
+        rate = self.done / max(1e-9, now - self.t0)
+        eta = (self.total - self.done) / max(rate, 1e-9)
+        line = (f"decoding {self.label}: {self.done}/{self.total} ({100 * self.done / max(1, self.total):.0f} %), "
+                f"{rate:.0f} img/s, ETA {eta:.0f} s")
+        if self.tty:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        elif now - self.t0 >= self.every:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self, unreadable: int) -> None:
+        seconds = time.monotonic() - self.t0
+        clear = "\r\033[K" if self.tty else ""  # over the progress line
+        print(f"{clear}decoded {self.label}: {self.done} images in {seconds:.1f} s "
+              f"({self.done / max(seconds, 1e-9):.0f} img/s), {unreadable} unreadable", file=sys.stderr, flush=True)
+
+
+def decode_rows(ds: FERDataset, sink: RowSink, size: int, grayscale: bool, source_size: int | None = None,
+                workers: int | None = None) -> dict[int, str]:
+    """Decode every sample of ``ds`` into row ``i`` of ``sink`` ((C, size, size) uint8 each); returns
+    {index: reason} of the unreadable ones. ``workers``: processes (None: every available core). In
+    ``on_error="strict"`` mode the first unreadable image is a :class:`DataError` naming the file."""
+    global _JOB
+    n = len(ds)
+    workers = available_cores() if workers is None else workers
+    if workers < 1:
+        raise DataError(f"decode workers must be >= 1, got {workers}")
+    workers = min(workers, max(1, n // (MIN_PARALLEL // 2)))
+    if "fork" not in mp.get_all_start_methods():
+        workers = 1
+    chunk = int(np.clip(n // (workers * 16), 16, 256))
+    ranges = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
+    progress = _Progress(f"{ds.name}/{ds.split}", n, workers)
+    failed: dict[int, str] = {}
+    _JOB = (ds, sink, size, grayscale, source_size)
+    try:
+        if workers == 1:
+            results = map(_decode_range, ranges)
+            pool = None
+        else:
+            pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
+            results = pool.imap_unordered(_decode_range, ranges)
+        try:
+            for tried, bad in results:
+                failed.update(bad)
+                if bad and ds.on_error == "strict":
+                    i, why = min(bad)
+                    s = ds.samples[i]
+                    raise DataError(f"{ds.name}: {s.path or s.id}: {why}")
+                progress.update(tried)
+        except BaseException:
+            if pool is not None:
+                pool.terminate()
+            raise
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    finally:
+        _JOB = None
+    progress.close(len(failed))
+    return dict(sorted(failed.items()))
