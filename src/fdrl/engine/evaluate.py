@@ -124,6 +124,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], dataset: str, root: 
     are counted (``train_overlap``) and warned about, as they make the figure optimistic (``check_overlap=False``
     skips listing the training split).
     """
+    dev = resolve_device(device)  # a device this machine lacks fails before any image is decoded
     loaded = load_checkpoint(checkpoint)
     run, d, data = checkpoint_split(loaded, dataset, root, split, options=options, face_detector=face_detector,
                                     log=log)
@@ -134,7 +135,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], dataset: str, root: 
         extra["train_overlap"] = overlap
         log(f"warning: {overlap} of the {len(data)} samples of {dataset}/{split} are in the checkpoint's "
             f"training split")
-    dev = resolve_device(device)
     model, transform = loaded.model.to(dev), BatchTransform(prep.mean, prep.std)
     res = predict(model, data, transform, dev, batch_size)
     if tta != "none":

@@ -270,13 +270,14 @@ def explain_checkpoint(checkpoint: str | os.PathLike[str], dataset: str, root: s
 
     check_choice(Target, target, "target")
     check_choice(Method, method, "method")
+    dev = resolve_device(device)  # a device this machine lacks fails before any image is decoded
     loaded = load_checkpoint(checkpoint)
     if not has_latent_features(loaded.model):
         raise _no_latent_features(loaded.model, os.fspath(checkpoint))
     _, d, data = checkpoint_split(loaded, dataset, root, split, options=options, face_detector=face_detector,
                                   log=log)
     prep = d.preprocessing
-    maps = latent_saliency(loaded.model, data, BatchTransform(prep.mean, prep.std), resolve_device(device),
+    maps = latent_saliency(loaded.model, data, BatchTransform(prep.mean, prep.std), dev,
                            max_per_class=max_per_class, target=target, method=method, batch_size=batch_size,
                            seed=seed, log=log)
     if out is not None:
