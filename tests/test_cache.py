@@ -56,6 +56,12 @@ def test_parallel_decode_equals_serial_and_the_cache_is_mapped(faces, tmp_path, 
     assert torch.equal(decode_dataset(ds, 24, False, cache_dir=str(tmp_path)).images, serial.images)
 
 
+def test_a_small_quick_decode_prints_nothing(tmp_path, capsys):
+    """Evaluating a few images (``fdrl eval`` on a small split) keeps stderr for what goes wrong."""
+    decode_dataset(create_dataset("synthetic", None, "val", num_samples=21), 32, True, cache_dir=str(tmp_path))
+    assert capsys.readouterr().err == ""
+
+
 def test_batches_are_gathered_in_the_order_asked(tmp_path):
     ds = create_dataset("synthetic", None, "val", num_samples=21, image_size=32)
     for cache in (None, str(tmp_path)):  # from memory; read from the cache file, a run of rows at a time

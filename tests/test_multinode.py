@@ -23,8 +23,9 @@ from fdrl.config import load_config
 from fdrl.engine.trainer import TrainingStopped, train
 from test_engine import TINY, _free_port
 
-RECIPE = [*TINY, "data.cache=true", "data.options={train_size: 64, eval_size: 14, image_size: 32}",
-          "train.batch_size=8", "report.plots=false", "report.tsne=false"]  # 64 / 4 ranks / 8 = 2 steps an epoch
+# 256 / 4 ranks / 32 = 2 steps an epoch; 256 training faces: a decode large enough to announce itself on stderr
+RECIPE = [*TINY, "data.cache=true", "data.options={train_size: 256, eval_size: 14, image_size: 32}",
+          "train.batch_size=32", "report.plots=false", "report.tsne=false"]
 NODES, PER_NODE = 2, 2
 
 
@@ -94,7 +95,7 @@ def test_two_nodes_two_ranks_each_train_resume_and_decode_once(tmp_path):
     assert all(r["stopped"] for r in killed)
     for epoch in ("0", "1"):
         rows = [i for r in killed for b in r["batches"][epoch] for i in b]
-        assert sorted(rows) == list(range(64))  # disjoint between ranks, and every training face once
+        assert sorted(rows) == list(range(256))  # disjoint between ranks, and every training face once
     assert len({tuple(r["digests"]) for r in killed}) == 1 and len(killed[0]["digests"]) == 3  # same after each step
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir() if p.is_file()) == ["best.pt", "config.yaml", "last.pt",

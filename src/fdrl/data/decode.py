@@ -103,20 +103,31 @@ def _init_worker() -> None:
 
 
 class _Progress:
-    """``decoding NAME: i/N (p %), r img/s, ETA`` on stderr: redrawn in place on a terminal, else a line every
-    ``every`` seconds (none for a decode shorter than that)."""
+    """A decode's progress on stderr: a first line when it starts (at MIN_PARALLEL images or more; a smaller decode
+    only once it has run ``every`` seconds, so evaluating a handful of images prints nothing), then
+    ``decoding NAME: i/N (p %), r img/s, ETA`` redrawn in place on a terminal or every ``every`` seconds otherwise,
+    and a closing line with the count, time and rate."""
 
     def __init__(self, label: str, total: int, workers: int, every: float = 10.0) -> None:
-        self.label, self.total, self.every = label, total, every
+        self.label, self.total, self.workers, self.every = label, total, workers, every
         self.tty = sys.stderr.isatty()
         self.t0 = self.last = time.monotonic()
-        self.done = 0
-        print(f"decoding {label}: {total} images, {workers} worker process{'es' if workers > 1 else ''}",
-              file=sys.stderr, flush=True)
+        self.done, self.shown = 0, False
+        if total >= MIN_PARALLEL:
+            self._start()
+
+    def _start(self) -> None:
+        self.shown = True
+        print(f"decoding {self.label}: {self.total} images, {self.workers} worker "
+              f"process{'es' if self.workers > 1 else ''}", file=sys.stderr, flush=True)
 
     def update(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
+        if not self.shown:
+            if now - self.t0 < self.every:
+                return
+            self._start()
         if now - self.last < (0.5 if self.tty else self.every) or self.done >= self.total:
             return  # the last line is close()'s
         self.last = now
@@ -124,12 +135,11 @@ class _Progress:
         eta = (self.total - self.done) / max(rate, 1e-9)
         line = (f"decoding {self.label}: {self.done}/{self.total} ({100 * self.done / max(1, self.total):.0f} %), "
                 f"{rate:.0f} img/s, ETA {eta:.0f} s")
-        if self.tty:
-            print(f"\r{line}", end="", file=sys.stderr, flush=True)
-        elif now - self.t0 >= self.every:
-            print(line, file=sys.stderr, flush=True)
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def close(self, unreadable: int) -> None:
+        if not self.shown:
+            return
         seconds = time.monotonic() - self.t0
         clear = "\r\033[K" if self.tty else ""  # over the progress line
         print(f"{clear}decoded {self.label}: {self.done} images in {seconds:.1f} s "
