@@ -75,10 +75,11 @@ def evaluate(rec, images, truth: list[str], model_classes: list[str]) -> dict:
 def run(model: str | None, checkpoint: str | None, roots: dict[str, str], sets: list[str], tta: str,
         limit: int | None) -> dict:
     import fdrl
+    from fdrl.checkpoint import read_checkpoint
     from fdrl.data.registry import create_dataset
 
     crop = fdrl.Recognizer(checkpoint, model=model, tta=tta, detector="none")
-    trained_on = fdrl.load_checkpoint(crop.checkpoint).config["data"]["dataset"]
+    trained_on = read_checkpoint(crop.checkpoint)["config"]["data"]["dataset"]  # the file's dict; no second model
     table = {"model": model or checkpoint or "default", "trained_on": trained_on, "tta": tta, "sets": {}}
     for name in sets:
         split, dataset, note = SETS[name], name, SELECTED_ON.get((trained_on, name), "")

@@ -138,6 +138,15 @@ def _positive_int(text: str) -> int:
 DEVICE_HELP = "cpu (default), cuda, cuda:N, or auto: a GPU when there is one, as fdrl eval picks it"
 
 
+def _recognition_options(p: argparse.ArgumentParser) -> None:
+    """What `fdrl predict` and `fdrl serve` pass alike to the Recognizer: test-time views and the whole-image rule."""
+    p.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
+                   help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
+    p.add_argument("--whole-image-max-side", type=int, default=WHOLE_IMAGE_MAX_SIDE, metavar="PX",
+                   help="an image no larger than this (px, longer side) in which no face is found is read whole "
+                        f"as one face crop (status whole_image; default {WHOLE_IMAGE_MAX_SIDE}; 0: never)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fdrl", description="Facial expression recognition with FDRL (CVPR 2021).")
     p.add_argument("--version", action="version", version="fdrl 0.1.0")
@@ -242,11 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--model", default=None, metavar="NAME",
                     help=f"a shipped model instead of --checkpoint: {', '.join(PACKAGED_MODELS)} "
                          f"(default: {DEFAULT_MODEL})")
-    pd.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
-                    help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
-    pd.add_argument("--whole-image-max-side", type=int, default=WHOLE_IMAGE_MAX_SIDE, metavar="PX",
-                    help="an image no larger than this (px, longer side) in which no face is found is read "
-                         f"whole as one face crop (status whole_image; default {WHOLE_IMAGE_MAX_SIDE}; 0: never)")
+    _recognition_options(pd)
     pd.add_argument("--format", choices=["table", "json", "csv"], default="table")
     pd.add_argument("--out", default=None, help="write results to this file instead of stdout")
     pd.add_argument("--save-annotated", default=None, metavar="DIR")
@@ -276,11 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fdrl .pt, exported .onnx or TorchScript (default: the shipped model)")
     model.add_argument("--model", default=None, metavar="NAME",
                        help=f"a model shipped in the package: {', '.join(PACKAGED_MODELS)}")
-    sv.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
-                    help=f"test-time views averaged per face (default: {DEFAULT_TTA})")
-    sv.add_argument("--whole-image-max-side", type=int, default=WHOLE_IMAGE_MAX_SIDE, metavar="PX",
-                    help="an image no larger than this (px, longer side) in which no face is found is read "
-                         f"whole as one face crop (status whole_image; default {WHOLE_IMAGE_MAX_SIDE}; 0: never)")
+    _recognition_options(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-upload-mb", type=_positive_number, default=None, metavar="N",

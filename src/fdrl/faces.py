@@ -242,8 +242,8 @@ PYRAMID_FACTOR = 0.709
 BORDER_RETRY = 0.25
 # mtcnn_lite: when the border retry finds no face either, a last search on the photo with its contrast stretched
 # (PIL's autocontrast, 1 % cut at each end) inside a grey border of this fraction: dark movie frames and faces
-# filling more than the frame. On SFEW 2.0's Train faces (aligned movie crops, 860) the two retries found 789 and
-# this one 43 of the remaining 73 (docs/detectors.md). Costs nothing where a face was found. 0: off.
+# filling more than the frame. On SFEW 2.0's Train faces (aligned movie crops, 860) the plain search and the border
+# retry found 787, this one 43 of the remaining 73 (docs/detectors.md). Costs nothing where a face was found. 0: off.
 CONTRAST_RETRY = 0.5
 # mtcnn_lite_tilted: MTCNN finds faces tilted up to about 30 degrees. This detector also searches the photo turned
 # by +-TURN_ANGLE degrees, for faces of at least TURN_MIN_FACE px (on a copy where they are 48 px, O-Net's input); a
