@@ -3,9 +3,9 @@
 Each FER2013 validation face (PublicTest, the ``val`` split; never trained on) is upscaled to fill a square photo,
 as a selfie or a face someone already cropped. Arms: ``--detector none`` (the whole photo is the face, as in
 training), the default detector, and the default detector without its border retry
-(``fdrl.faces.BORDER_RETRY``). Reported: photos where a face was found, accuracy on those, and correct answers out
-of all photos (a photo without a face counts as wrong), then the same two first arms on the faces that only the
-retry finds.
+(``fdrl.faces.mtcnn_lite.BORDER_RETRY``). Reported: photos where a face was found, accuracy on those, and
+correct answers out of all photos (a photo without a face counts as wrong), then the same two first arms on the
+faces that only the retry finds.
 
     python benchmarks/closeups.py --root ../shared/data/fer2013 --per-class 50
 """
@@ -29,7 +29,8 @@ def main() -> None:
     from PIL import Image
 
     import fdrl
-    from fdrl.faces import MTCNNLiteDetector, create_detector
+    from fdrl.faces import create_detector
+    from fdrl.faces.mtcnn_lite import MTCNNLiteDetector
 
     torch.set_num_threads(args.threads)
     root = Path(args.root) / "test"

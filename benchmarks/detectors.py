@@ -88,7 +88,7 @@ def score(faces, boxes) -> tuple[set[int], int, int]:
 
 
 def main() -> None:
-    from fdrl.faces import DetectorError
+    from fdrl.errors import DetectorError
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="../shared/data/fer2013", help="FER2013 image-folder release")
@@ -96,10 +96,11 @@ def main() -> None:
     p.add_argument("--sizes", default="96,160,240", help="face sides in px, drawn at random")
     p.add_argument("--portraits", type=int, default=100, help="single-face 256x256 portraits (0: skip)")
     p.add_argument("--detectors", default="opencv,dlib,mtcnn,mtcnn_lite,mtcnn_lite_tilted",
-                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B[:F[:T[:TN[:LW/LP[:C]]]]]]] searches faces "
-                        "from N px (default fdrl.faces.MIN_FACE_SIZE) with P-Net threshold P, border retry B, pyramid "
-                        "factor F, tilted faces from TN px on the photo turned by +-T degrees, and P-Net threshold "
-                        "LP on windows of at least LW px (:LW/LP, or :off), contrast retry C (0: off)")
+                   help="names of fdrl.faces.DETECTORS; mtcnn_lite:N[:P[:B[:F[:T[:TN[:LW/LP[:C]]]]]]] searches "
+                        "faces from N px (default fdrl.faces.mtcnn_lite.MIN_FACE_SIZE) with P-Net threshold P, "
+                        "border retry B, pyramid factor F, tilted faces from TN px on the photo turned by +-T "
+                        "degrees, and P-Net threshold LP on windows of at least LW px (:LW/LP, or :off), "
+                        "contrast retry C (0: off)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3,
@@ -174,7 +175,8 @@ def main() -> None:
 
 def build(name: str):
     """A detector from its ``--detectors`` name (see the option's help for the ``mtcnn_lite:...`` fields)."""
-    from fdrl.faces import STAGE_THRESHOLDS, MTCNNLiteDetector, create_detector
+    from fdrl.faces import create_detector
+    from fdrl.faces.mtcnn_lite import STAGE_THRESHOLDS, MTCNNLiteDetector
 
     base, *opts = name.split(":")
     if base != "mtcnn_lite" or not opts:

@@ -219,8 +219,8 @@ def _epoch_rank(rank: int, world: int, root: str, cache: str, size: int, batch: 
     from fdrl.config import TrainSection
     from fdrl.data.loading import cache_dir, list_split
     from fdrl.data.tensors import decode_dataset
-    from fdrl.engine.runtime import DistInfo
     from fdrl.engine.trainer import epoch_batches
+    from fdrl.runtime import DistInfo
 
     d = data_config(Path(root), Path(cache), size)
     data = decode_dataset(list_split(d, "train", 0), size, False, cache_dir=cache_dir(d), log=lambda m: None)

@@ -20,7 +20,7 @@ import torch
 
 def measure(args: argparse.Namespace) -> dict:
     import fdrl
-    from fdrl.engine.runtime import amp_dtype
+    from fdrl.runtime import amp_dtype
 
     torch.manual_seed(0)
     dev = torch.device(args.device)

@@ -3,7 +3,7 @@
 facenet-pytorch 2.6.0 (MIT; PyPI) carries P-Net, R-Net and O-Net as three state dicts (``facenet_pytorch/data/
 {pnet,rnet,onet}.pt``, themselves converted from the original MTCNN release). This script reads them straight out
 of the wheel (no import of facenet-pytorch, so no torchvision), checks that each loads strictly into the port in
-``fdrl.mtcnn``, and writes one file of plain tensors that loads with ``weights_only=True``:
+``fdrl.faces.mtcnn``, and writes one file of plain tensors that loads with ``weights_only=True``:
 
     pip download facenet-pytorch==2.6.0 --no-deps -d /tmp/fnp
     python scripts/convert_mtcnn_weights.py /tmp/fnp/facenet_pytorch-2.6.0-py3-none-any.whl
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fdrl.mtcnn import NETS, WEIGHTS
+from fdrl.faces.mtcnn import NETS, WEIGHTS
 
 LICENSE_HEADER = """\
 The MTCNN weights in mtcnn.pt (P-Net, R-Net, O-Net) were converted by scripts/convert_mtcnn_weights.py from

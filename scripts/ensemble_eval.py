@@ -23,8 +23,8 @@ from fdrl.checkpoint import load_checkpoint
 from fdrl.data.tensors import BatchTransform
 from fdrl.engine.evaluate import checkpoint_split, predict
 from fdrl.engine.report import classification_metrics
-from fdrl.engine.runtime import resolve_device
 from fdrl.errors import FdrlError
+from fdrl.runtime import resolve_device
 
 
 def member_probabilities(path: str, dataset: str, root: str, split: str, tta: str, device: torch.device,

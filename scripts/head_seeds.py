@@ -34,9 +34,9 @@ from fdrl.data.loading import cache_dir, load_splits, train_split_name
 from fdrl.engine.decomposition import EPOCH_FIGURES
 from fdrl.engine.features import FEATURE_LEVELS, cached_features
 from fdrl.engine.heads import paired_summary, train_head
-from fdrl.engine.runtime import resolve_device
 from fdrl.errors import FdrlError
 from fdrl.models import create_model
+from fdrl.runtime import resolve_device
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -89,7 +89,7 @@ BREAKAGES: tuple[Breakage, ...] = (
         "def _all_reduce_sum(*tensors: torch.Tensor) -> None:\n    return\n",
         (GUAR + "test_wen_centres_under_ddp_are_those_of_the_union_of_the_ranks_batches",)),
     Breakage(
-        "crop_without_eye_rotation", "crop_face levels the eyes", "src/fdrl/faces.py",
+        "crop_without_eye_rotation", "crop_face levels the eyes", "src/fdrl/faces/crop.py",
         "            image = image.rotate(angle, resample=Image.BILINEAR, center=(cx, cy))\n",
         "            pass\n",
         (GUAR + "test_crop_face_levels_the_eyes",)),
@@ -148,7 +148,7 @@ BREAKAGES: tuple[Breakage, ...] = (
          T + "test_losses.py::test_each_part_against_hand_computed_values")),
     Breakage(
         "learned_centre_grads_not_averaged", "learned centres stay identical on every DDP rank",
-        "src/fdrl/engine/runtime.py",
+        "src/fdrl/runtime.py",
         "    if info.world <= 1:\n        return\n",
         "    if True:\n        return\n",
         (ENGINE + "test_ddp_two_processes_identical_weights_and_full_coverage",)),
@@ -170,7 +170,7 @@ BREAKAGES: tuple[Breakage, ...] = (
         (ENGINE + "test_nan_loss_stops_with_last_checkpoint_intact",)),
     Breakage(
         "ddp_buckets_regrouped", "--resume under DDP with more than two ranks continues exactly",
-        "src/fdrl/engine/runtime.py",
+        "src/fdrl/runtime.py",
         "                                                  find_unused_parameters=True)\n",
         "                                                  find_unused_parameters=False)\n",
         (T + "test_multinode.py",)),

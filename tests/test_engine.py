@@ -302,8 +302,8 @@ def test_devices_a_machine_lacks_are_one_line_errors(tmp_path, capsys):
     """``cuda`` on a CPU-only torch fell back to the CPU in training and ended in torch's AssertionError in eval;
     ``cuda:99`` asserted deep inside torch. Now one :class:`DeviceError` naming the device, in every command."""
     from fdrl.cli import main
-    from fdrl.engine.runtime import resolve_device
     from fdrl.errors import DeviceError, InputError
+    from fdrl.runtime import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,10 +12,10 @@ from fdrl.config import ConfigError, load_config
 from fdrl.data.tensors import BatchTransform, TensorSet
 from fdrl.engine.features import cached_features, extract_features
 from fdrl.engine.heads import FeatureSet, paired_summary, train_head
-from fdrl.engine.runtime import weights_digest
 from fdrl.engine.trainer import train
 from fdrl.models.dlib_resnet import PIXEL_MEAN, PIXEL_STD, DlibResNet29Trunk, load_dlib_resnet
 from fdrl.optim import OptimConfig, build_optimizer, param_groups
+from fdrl.runtime import weights_digest
 from test_engine import TINY
 
 ROOT = Path(__file__).parents[1]

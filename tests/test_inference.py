@@ -241,8 +241,8 @@ def test_detector_names_and_missing_backends(ckpt, tmp_path, monkeypatch, capsys
 
     from fdrl.cli import build_parser
     from fdrl.config import ConfigError, load_config
-    from fdrl.errors import UnknownNameError
-    from fdrl.faces import DETECTORS, DetectorError, create_detector
+    from fdrl.errors import DetectorError, UnknownNameError
+    from fdrl.faces import DETECTORS, create_detector
 
     # one table: every --detector/--face-detector option offers exactly its names, and the config checks them
     def options(parser):
@@ -539,7 +539,8 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10
 
 
 def test_thin_images_downscale_to_at_least_one_pixel_a_side():
-    from fdrl.faces import _downscale, create_detector
+    from fdrl.faces import create_detector
+    from fdrl.faces.base import downscale as _downscale
 
     small, scale = _downscale(np.zeros((1, 3000, 3), np.uint8), 1280)  # fx/fy rounded the height to 0
     assert small.shape == (1, 1280, 3) and scale == pytest.approx(1280 / 3000)
@@ -560,7 +561,7 @@ class _FailingDetector:
     def detect(self, image):
         import cv2
 
-        from fdrl.faces import NoDetector
+        from fdrl.faces.whole import NoDetector
 
         if image.width > 100:
             raise self.error or cv2.error("OpenCV(4) resize.cpp: error: (-215:Assertion failed) !dsize.empty()")

@@ -1,4 +1,4 @@
-"""The in-package MTCNN port (fdrl.mtcnn): parity with facenet-pytorch, real faces, no false faces."""
+"""The in-package MTCNN port (fdrl.faces.mtcnn): parity with facenet-pytorch, real faces, no false faces."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from PIL import Image
 
 import parity_reference as reference
 from conftest import shared
-from fdrl.faces import MTCNNLiteDetector, create_detector
-from fdrl.mtcnn import MTCNN, NETS, WEIGHTS, nms
+from fdrl.faces import create_detector
+from fdrl.faces.mtcnn import MTCNN, NETS, WEIGHTS, nms
+from fdrl.faces.mtcnn_lite import MTCNNLiteDetector
 
 
 def _fer_faces(n: int, start: int = 0) -> list[Image.Image]:
@@ -287,7 +288,7 @@ def test_detection_matches_stored_facenet_outputs_on_real_faces():
 def test_channels_last_nets_give_the_nchw_results(monkeypatch):
     """The nets run channels-last for speed; the same nets and inputs in NCHW order must find the same faces (a
     layout slip, e.g. in R-Net's/O-Net's flatten into their dense layers, would change scores and boxes)."""
-    import fdrl.mtcnn as mtcnn
+    import fdrl.faces.mtcnn as mtcnn
 
     photo, _ = _photo(_fer_faces(4, start=3), 120, (960, 540), seed=1)
     pixels = np.array(photo)
@@ -320,7 +321,8 @@ def test_contrast_retry_finds_dark_close_ups():
 def test_crop_caches_tell_the_detector_settings_apart():
     """Frames cropped with and without the retry, the coarse-level threshold or the tilted search differ, so their
     caches must not share a key; the plain name stays the key of caches made before any of them."""
-    from fdrl.faces import BORDER_RETRY, CONTRAST_RETRY, LARGE_WINDOWS, TURN_ANGLE, TURN_MIN_FACE, FaceCropper
+    from fdrl.faces import FaceCropper
+    from fdrl.faces.mtcnn_lite import BORDER_RETRY, CONTRAST_RETRY, LARGE_WINDOWS, TURN_ANGLE, TURN_MIN_FACE
 
     cropper = FaceCropper("mtcnn_lite", 0.1)
     det = cropper.detector
@@ -366,7 +368,7 @@ def test_large_window_threshold_applies_to_coarse_levels_only():
 def test_turned_copy_maps_back_to_the_photo(angle):
     """A marker pixel of the photo, found in the turned copy, maps back to where it was; the copy holds the whole
     photo (no corner cut off) and its new canvas is grey."""
-    from fdrl.faces import _apply, _turn
+    from fdrl.faces.mtcnn_lite import _apply, _turn
 
     photo = np.zeros((90, 160, 3), np.uint8)
     for x, y in ((1, 1), (158, 88), (37, 61)):
@@ -448,7 +450,7 @@ def test_keep_proposals_filters_by_their_centre_in_input_pixels():
 def test_turned_search_skips_faces_found_upright(monkeypatch):
     """The turned search sends fewer proposals to R-Net when upright faces with eyes are known (their finds would be
     dropped anyway), and finds the same faces as without the skip."""
-    from fdrl import mtcnn
+    from fdrl.faces import mtcnn
 
     photo, _ = _photo(_fer_faces(4, start=3), 120)
     det = MTCNNLiteDetector(border_retry=0, turn_angle=45)

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 import fdrl
+from fdrl import runtime as amp_mod
 from fdrl.config import ConfigError, load_config
 from fdrl.data.mix import mix_batch
-from fdrl.engine import runtime as amp_mod
 from fdrl.engine.trainer import TrainingStopped, train
 from fdrl.losses import FDRLCriterion, LossConfig
 from fdrl.models import ModelOutput

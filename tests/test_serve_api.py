@@ -243,7 +243,7 @@ def test_a_bad_image_gets_its_status_and_the_others_their_results(ckpt, tmp_path
     import cv2
     from PIL import EpsImagePlugin
 
-    from fdrl.faces import NoDetector
+    from fdrl.faces.whole import NoDetector
 
     class FailsOnStrips:
         name = "none"

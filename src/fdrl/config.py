@@ -92,7 +92,7 @@ class TrainSection:
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["auto", "none", "bf16", "fp16"] = "none"  # auto: bf16 on AMX CPUs and bf16 GPUs (engine/runtime.py)
+    amp: Literal["auto", "none", "bf16", "fp16"] = "none"  # auto: bf16 on AMX CPUs and bf16 GPUs (fdrl/runtime.py)
     channels_last: bool = False
     compile: bool = False
     # Fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB): a file, or the name of a model shipped

@@ -20,9 +20,9 @@ from ..config import DataConfig, TrainConfig, from_dict
 from ..data.loading import build_split, list_split, train_split_name
 from ..data.tensors import BatchTransform, TensorSet, tta_views
 from ..errors import ConfigError
+from ..runtime import amp_dtype, resolve_device
 from .decomposition import latent_face_stats
 from .report import classification_metrics, evaluation_metrics, write_report
-from .runtime import amp_dtype, resolve_device
 
 
 def _dist() -> tuple[int, int]:

@@ -28,8 +28,8 @@ from ..checkpoint import load_checkpoint
 from ..data.tensors import BatchTransform, TensorSet
 from ..errors import ConfigError
 from ..literals import check_choice
+from ..runtime import resolve_device
 from .report import _plt
-from .runtime import resolve_device
 
 Target = Literal["alpha", "latent_norm"]
 Method = Literal["grad", "grad_x_input", "smoothgrad"]

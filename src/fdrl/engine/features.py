@@ -28,7 +28,7 @@ from ..checkpoint import atomic_save
 from ..config import Preprocessing
 from ..data.tensors import BatchTransform, TensorSet
 from ..models.trunks import last_stage_input
-from .runtime import weights_digest
+from ..runtime import weights_digest
 
 FORMAT = "fdrl-features-v1"
 FeatureLevel = Literal["pooled", "last_stage_input"]

@@ -35,11 +35,7 @@ from ..errors import TrainingError, TrainingStopped
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
-from ..shipped import PACKAGED_MODELS, shipped_file
-from .decomposition import EPOCH_FIGURES, batch_alpha_cv, decomposition_metrics
-from .evaluate import predict, tta_metrics
-from .report import classification_metrics, plot_curves, write_report
-from .runtime import (
+from ..runtime import (
     DistInfo,
     amp_dtype,
     average_gradients,
@@ -50,6 +46,10 @@ from .runtime import (
     weights_digest,
     wrap_model,
 )
+from ..shipped import PACKAGED_MODELS, shipped_file
+from .decomposition import EPOCH_FIGURES, batch_alpha_cv, decomposition_metrics
+from .evaluate import predict, tta_metrics
+from .report import classification_metrics, plot_curves, write_report
 
 
 class Progress:

@@ -19,9 +19,9 @@ from PIL import Image
 from ..config import Preprocessing
 from ..data.decode import pil_to_array
 from ..data.tensors import BatchTransform, resize_batch, tta_views
-from ..engine.runtime import resolve_device
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
+from ..runtime import resolve_device
 from .backends import open_backend
 from .inputs import photo_inputs
 from .lookup import packaged_checkpoint
@@ -47,7 +47,7 @@ class Recognizer:
         ``tencrop`` (10 views), probabilities averaged over the views. ``whole_image_max_side``: an image no
         larger than this (px, longer side) without a detected face is classified whole as a face crop (status
         ``whole_image``); 0: never. ``device``: ``cpu``, ``cuda[:N]`` or
-        ``auto`` (:func:`fdrl.engine.runtime.resolve_device`; a device this machine lacks is a
+        ``auto`` (:func:`fdrl.runtime.resolve_device`; a device this machine lacks is a
         :class:`~fdrl.errors.DeviceError`)."""
         if checkpoint is not None and model is not None:
             raise ValueError("give either checkpoint= or model=, not both")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "mtcnn.pt"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "mtcnn.pt"
 
 
 class PNet(nn.Module):

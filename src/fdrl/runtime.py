@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import DeviceError, first_line
+from .errors import DeviceError, first_line
 
 # train.amp -> autocast dtype; "none" (absent) is full precision. The one map of precision names; "auto" is
 # resolved per device by resolve_amp.
