@@ -15,8 +15,9 @@ import time
 
 import torch
 
+from fdrl.data.preprocess import BatchTransform
 from fdrl.data.registry import create_dataset
-from fdrl.data.tensors import BatchTransform, decode_dataset
+from fdrl.data.tensors import decode_dataset
 
 
 def main() -> None:

@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from fdrl.data.base import IMAGE_EXTENSIONS
 from fdrl.data.datasets import FER2013_CLASSES
+from fdrl.media import IMAGE_EXTENSIONS
 
 RUNNERS = Path(__file__).resolve().parent / "peers"
 CLASSES: tuple[str, ...] = FER2013_CLASSES  # fdrl's class names (those of the default packaged model)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fdrl.checkpoint import load_checkpoint
-from fdrl.data.tensors import BatchTransform
+from fdrl.data.preprocess import BatchTransform
 from fdrl.engine.evaluate import checkpoint_split, predict
 from fdrl.engine.report import classification_metrics
 from fdrl.errors import FdrlError

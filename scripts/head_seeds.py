@@ -32,10 +32,10 @@ import torch
 from fdrl.config import load_config
 from fdrl.data.loading import cache_dir, load_splits, train_split_name
 from fdrl.engine.decomposition import EPOCH_FIGURES
-from fdrl.engine.features import FEATURE_LEVELS, cached_features
-from fdrl.engine.heads import paired_summary, train_head
 from fdrl.errors import FdrlError
 from fdrl.models import create_model
+from fdrl.research.features import FEATURE_LEVELS, cached_features
+from fdrl.research.heads import paired_summary, train_head
 from fdrl.runtime import resolve_device
 
 

@@ -9,11 +9,12 @@ import torch
 
 from conftest import write_image
 from fdrl.data import create_dataset
-from fdrl.data.base import read_image
 from fdrl.data.cachefile import DATA_OFFSET, SUFFIX
-from fdrl.data.decode import MIN_PARALLEL, pil_to_array
+from fdrl.data.decode import MIN_PARALLEL
+from fdrl.data.preprocess import pil_to_array
 from fdrl.data.tensors import decode_dataset
 from fdrl.errors import ConfigError, DataError
+from fdrl.media import read_image
 
 
 @pytest.fixture(scope="module")

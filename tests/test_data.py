@@ -9,8 +9,9 @@ import torch
 from conftest import shared, write_image
 from fdrl.data import create_dataset, list_datasets
 from fdrl.data.cachefile import SUFFIX
+from fdrl.data.preprocess import BatchTransform, tta_views
 from fdrl.data.splits import grouped_holdout, stratified_holdout
-from fdrl.data.tensors import BatchTransform, decode_dataset, tta_views
+from fdrl.data.tensors import decode_dataset
 from fdrl.errors import DataError
 
 
@@ -382,7 +383,7 @@ def test_high_bit_depth_images_keep_their_brightness(tmp_path):
     same reader the data sets and `fdrl predict` use."""
     from PIL import Image
 
-    from fdrl.data.base import read_image
+    from fdrl.media import read_image
 
     eight = np.tile(np.linspace(0, 100, 64), (64, 1))  # a dark photo: nothing above 100 of 255
     cases = {"dark16.png": (np.rint(eight * 257).astype(np.uint16), None),

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import shared
-from fdrl.data.tensors import BatchTransform
+from fdrl.data.preprocess import BatchTransform
 from fdrl.models import PretrainedWeightsError
 from fdrl.models.dlib_resnet import (
     CHIP_SIZE,

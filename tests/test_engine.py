@@ -117,7 +117,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 def test_augmentation_draws_change_from_epoch_to_epoch(tmp_path, monkeypatch):
     """Each epoch augments from its own generator, seeded by (seed, epoch, rank): never the global RNG (which
     --resume could not restore), and not the same draws every epoch (the same crops and flips over and over)."""
-    from fdrl.data.tensors import BatchTransform
+    from fdrl.data.preprocess import BatchTransform
     from fdrl.engine import trainer
 
     states = []
@@ -176,8 +176,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, q) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
+    from fdrl.data.preprocess import BatchTransform
     from fdrl.data.registry import create_dataset
-    from fdrl.data.tensors import BatchTransform, decode_dataset
+    from fdrl.data.tensors import decode_dataset
     from fdrl.engine.evaluate import predict
 
     # learned centres: parameters outside DDP, whose gradients the trainer averages over ranks itself

@@ -10,9 +10,10 @@ from torch import nn
 import fdrl
 from fdrl.checkpoint import atomic_save, make_checkpoint
 from fdrl.config import Preprocessing, load_config
+from fdrl.data.preprocess import BatchTransform
 from fdrl.data.registry import create_dataset
 from fdrl.data.synthetic import CLASSES
-from fdrl.data.tensors import BatchTransform, TensorSet, decode_dataset
+from fdrl.data.tensors import TensorSet, decode_dataset
 from fdrl.engine.evaluate import predict
 from fdrl.engine.explain import (
     METHODS,

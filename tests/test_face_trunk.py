@@ -9,12 +9,13 @@ import torch
 
 import fdrl
 from fdrl.config import ConfigError, load_config
-from fdrl.data.tensors import BatchTransform, TensorSet
-from fdrl.engine.features import cached_features, extract_features
-from fdrl.engine.heads import FeatureSet, paired_summary, train_head
+from fdrl.data.preprocess import BatchTransform
+from fdrl.data.tensors import TensorSet
 from fdrl.engine.trainer import train
 from fdrl.models.dlib_resnet import PIXEL_MEAN, PIXEL_STD, DlibResNet29Trunk, load_dlib_resnet
 from fdrl.optim import OptimConfig, build_optimizer, param_groups
+from fdrl.research.features import cached_features, extract_features
+from fdrl.research.heads import FeatureSet, paired_summary, train_head
 from fdrl.runtime import weights_digest
 from test_engine import TINY
 

@@ -15,8 +15,8 @@ from conftest import CLASSES, shared, write_image
 from fdrl.checkpoint import CheckpointError, atomic_save, make_checkpoint
 from fdrl.cli import main
 from fdrl.config import Preprocessing
-from fdrl.data.base import read_image
 from fdrl.inference.recognizer import Recognizer
+from fdrl.media import read_image
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_source_size_blurs_sharp_crops_to_the_training_faces_resolution(tmp_path
     """A model trained on 48 px faces upsampled to 112 must see a sharp photo crop as blurred as those faces,
     by file (PIL path) and by tensor alike; crops at or below source_size pass straight to input_size."""
     from fdrl.config import ConfigError
-    from fdrl.data.tensors import pil_to_array
+    from fdrl.data.preprocess import pil_to_array
 
     torch.manual_seed(0)
     model = fdrl.create_model("fdrl_resnet18", num_classes=7, num_latent=3, alpha_reduce="mean").eval()

@@ -14,11 +14,12 @@ LAYERS = [
     ("fdrl.models",),
     ("fdrl.losses", "fdrl.optim"),
     ("fdrl.runtime",),
-    ("fdrl.faces",),
+    ("fdrl.faces", "fdrl.media"),
     ("fdrl.config",),
     ("fdrl.checkpoint",),
     ("fdrl.data",),
     ("fdrl.engine",),
+    ("fdrl.research",),
     ("fdrl.inference",),
     ("fdrl.cli", "fdrl"),
 ]

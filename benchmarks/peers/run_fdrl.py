@@ -22,8 +22,8 @@ def run(request: dict) -> None:
     import torch
 
     import fdrl
-    from fdrl.data.base import read_image
     from fdrl.faces import create_detector
+    from fdrl.media import read_image
 
     torch.set_num_threads(int(request["threads"]))
     rec = fdrl.Recognizer()

@@ -15,6 +15,7 @@ from typing import Any, Literal
 # Choice sets named in more than one layer (a config field and the code that acts on it); each lives here once.
 TtaMode = Literal["none", "flip", "tencrop"]  # test-time augmentation: config, Recognizer, CLI
 MixMode = Literal["none", "mixup", "cutmix"]  # batch mixing: config, data/mix.py
+TTA_MODES: tuple[str, ...] = typing.get_args(TtaMode)  # the same, as the CLI's choices and error texts list them
 
 
 def literal_choices(tp: Any) -> tuple[Any, ...] | None:

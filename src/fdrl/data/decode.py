@@ -18,10 +18,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import DataError
 from .base import FERDataset, ImageReadError
+from .preprocess import pil_to_array
 
 MIN_PARALLEL = 256  # images; below this a pool's start-up costs more than the decode it shares out
 
@@ -32,18 +32,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def pil_to_array(im: Image.Image, size: int, grayscale: bool, source_size: int | None = None) -> np.ndarray:
-    """The preprocessing resize: RGB PIL -> (C, size, size) uint8, through ``source_size`` when the crop is
-    larger than that (``Preprocessing.source_size``)."""
-    im = im.convert("L") if grayscale else im.convert("RGB")
-    if source_size is not None and max(im.size) > source_size:
-        im = im.resize((source_size, source_size), Image.BILINEAR)
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR)
-    arr = np.asarray(im, dtype=np.uint8)
-    return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
 class RowSink(Protocol):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, ImageReadError
 from ..faces import DEFAULT_MARGIN, create_detector, crop_face
-from .base import IMAGE_EXTENSIONS, ImageReadError, read_image
+from ..media import IMAGE_EXTENSIONS, read_image
 
 
 def prepare_folder(src: str | Path, dst: str | Path, size: int = 224, detector: str = "opencv",

@@ -15,15 +15,14 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DataError
+from ..media import VIDEO_EXTENSIONS, video_frame_count
 from .base import (
-    VIDEO_EXTENSIONS,
     FERDataset,
     ImageReadError,
     Sample,
     SampleCollector,
     image_files,
     require_dir,
-    video_frame_count,
 )
 
 # CK+ Emotion/*.txt codes: 0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness, 7 surprise

@@ -18,7 +18,8 @@ from torch import nn
 from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import DataConfig, TrainConfig, from_dict
 from ..data.loading import build_split, list_split, train_split_name
-from ..data.tensors import BatchTransform, TensorSet, tta_views
+from ..data.preprocess import BatchTransform, tta_views
+from ..data.tensors import TensorSet
 from ..errors import ConfigError
 from ..runtime import amp_dtype, resolve_device
 from .decomposition import latent_face_stats

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
-from ..data.tensors import BatchTransform, TensorSet
+from ..data.preprocess import BatchTransform
+from ..data.tensors import TensorSet
 from ..errors import ConfigError
 from ..literals import check_choice
 from ..runtime import resolve_device

@@ -30,7 +30,8 @@ from ..checkpoint import atomic_save, make_checkpoint, model_from_checkpoint, re
 from ..config import TrainConfig, TrainSection, dump_yaml, to_dict
 from ..data.loading import load_splits
 from ..data.mix import mix_batch
-from ..data.tensors import BatchTransform, TensorSet
+from ..data.preprocess import BatchTransform
+from ..data.tensors import TensorSet
 from ..errors import TrainingError, TrainingStopped
 from ..losses import create_criterion
 from ..models import create_model

@@ -11,8 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..data.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from ..errors import InputError
+from ..media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 
 def _is_video(item: str) -> bool:
@@ -120,7 +120,7 @@ def annotated_names(image_ids: list[str]) -> dict[str, Path]:
 
 
 def _save_annotated(result, out_dir: Path) -> None:
-    from ..data.base import read_image
+    from ..media import read_image
     from .annotate import annotate
 
     by_image: dict[str, list] = {}

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..data.base import IMAGE_EXTENSIONS, ImageReadError, image_read_errors, read_image, to_rgb
-from ..errors import InputError
+from ..errors import ImageReadError, InputError
+from ..media import IMAGE_EXTENSIONS, image_read_errors, read_image, to_rgb
 
 
 def check_array(arr: np.ndarray) -> None:

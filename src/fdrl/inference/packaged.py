@@ -3,15 +3,11 @@ files are :mod:`fdrl.shipped`'s."""
 
 from __future__ import annotations
 
-import typing
-
-from ..literals import TtaMode
+from ..literals import TTA_MODES
 from ..shipped import DEFAULT_MODEL, MODEL_CARDS, PACKAGED_MODELS
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TTA", "MODEL_CARDS", "PACKAGED_MODELS", "TTA_MODES", "WHOLE_IMAGE_MAX_SIDE"]
 
-
-TTA_MODES: tuple[str, ...] = typing.get_args(TtaMode)
 # From the measured gain and cost on the FER2013 validation split (docs/results.md, "Test-time augmentation").
 DEFAULT_TTA = "flip"
 # An image at most this many pixels on its longer side in which the detector finds no face is taken for a face

@@ -17,8 +17,7 @@ import torch
 from PIL import Image
 
 from ..config import Preprocessing
-from ..data.decode import pil_to_array
-from ..data.tensors import BatchTransform, resize_batch, tta_views
+from ..data.preprocess import BatchTransform, pil_to_array, resize_batch, tta_views
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..runtime import resolve_device

@@ -36,7 +36,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..data.base import ImageReadError, image_read_errors, open_image, to_rgb
+from ..errors import ImageReadError
+from ..media import image_read_errors, open_image, to_rgb
 from .recognizer import Recognizer
 
 MB = 2**20
@@ -57,7 +58,7 @@ class Limits:
 def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
     """An uploaded file as RGB with EXIF orientation applied; :class:`ImageReadError` with the reason, raised
     before any pixel is decoded when the header claims more than ``max_pixels``, or when the file is not one of
-    the raster formats in :data:`~fdrl.data.base.IMAGE_FORMATS` (EPS would run Ghostscript on it)."""
+    the raster formats in :data:`~fdrl.media.IMAGE_FORMATS` (EPS would run Ghostscript on it)."""
     if not data:
         raise ImageReadError("zero-byte file")
     with image_read_errors(), open_image(io.BytesIO(data)) as im:

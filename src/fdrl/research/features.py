@@ -26,7 +26,8 @@ from torch import nn
 
 from ..checkpoint import atomic_save
 from ..config import Preprocessing
-from ..data.tensors import BatchTransform, TensorSet
+from ..data.preprocess import BatchTransform
+from ..data.tensors import TensorSet
 from ..models.trunks import last_stage_input
 from ..runtime import weights_digest
 

@@ -1,4 +1,4 @@
-"""Head-only training on cached trunk features (:mod:`fdrl.engine.features`): many seeds in minutes.
+"""Head-only training on cached trunk features (:mod:`fdrl.research.features`): many seeds in minutes.
 
 The model is the run config's own (FDRL or the baseline, same loss, optimiser and schedule), built with its trunk
 frozen; only ``forward_head`` runs, on one of the two cached views per image per epoch (the random horizontal
@@ -19,15 +19,15 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
+from ..engine.decomposition import EPOCH_FIGURES, decomposition_metrics, latent_face_stats
+from ..engine.report import classification_metrics
+from ..engine.trainer import step_scheduler
 from ..errors import TrainingError
 from ..losses import create_criterion
 from ..models import create_model
 from ..models.trunks import from_last_stage
 from ..optim import build_optimizer, build_scheduler
-from .decomposition import EPOCH_FIGURES, decomposition_metrics, latent_face_stats
 from .features import FeatureSet
-from .report import classification_metrics
-from .trainer import step_scheduler
 
 
 def head_output(model: torch.nn.Module, features: torch.Tensor):
