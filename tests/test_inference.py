@@ -454,7 +454,7 @@ def test_prepare_crops_real_faces_with_each_detector(tmp_path, detector):
 
 
 def test_cli_shows_fdrl_errors_as_one_line_and_bugs_with_their_traceback(monkeypatch, capsys):
-    import fdrl.cli
+    import fdrl.cli.catalog
 
     assert main(["models", "fdrl_resnet81"]) == 2  # an unknown name: an FdrlError that is also a KeyError
     err = capsys.readouterr().err.strip().splitlines()
@@ -463,7 +463,7 @@ def test_cli_shows_fdrl_errors_as_one_line_and_bugs_with_their_traceback(monkeyp
     def bug(args):
         return {}["internal"]
 
-    monkeypatch.setattr(fdrl.cli, "_cmd_models", bug)
+    monkeypatch.setattr(fdrl.cli.catalog, "models_command", bug)
     with pytest.raises(KeyError, match="internal"):  # a plain KeyError is a bug, not the user's input
         main(["models"])
 
@@ -685,7 +685,7 @@ def test_lists_mixing_paths_pil_images_and_arrays(rec, tmp_path):
 def test_predict_video_releases_capture_and_writer_on_error(rec, tmp_path, monkeypatch):
     import cv2
 
-    from fdrl.inference.commands import predict_video
+    from fdrl.inference.video import predict_video
 
     path = _write_clip(tmp_path / "clip.avi")
     released = []

@@ -90,7 +90,7 @@ def test_every_module_has_a_layer_and_the_graph_is_real():
     for name in MODULES:
         _layer(name)
     assert "fdrl.faces" in GRAPH["fdrl.data.base"] and "fdrl.errors" in GRAPH["fdrl.faces.registry"]
-    assert "fdrl.engine.runner" in GRAPH["fdrl.cli"]  # function-local imports count
+    assert "fdrl.engine.trainer" in GRAPH["fdrl.cli.training"]  # function-local imports count
 
 
 def test_errors_imports_nothing_from_the_package():

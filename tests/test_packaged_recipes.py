@@ -177,7 +177,7 @@ def test_docs_and_scripts_name_packaged_recipes_only():
     """Every ``fdrl train --recipe NAME`` in the README, docs, model cards, scripts and the demo's closing hint names
     a packaged recipe; nothing points at a configs/ folder."""
     files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "scripts").glob("*.*"),
-             ROOT / "src" / "fdrl" / "engine" / "runner.py", *(ROOT / "src" / "fdrl" / "weights").glob("*.md")]
+             ROOT / "src" / "fdrl" / "cli" / "training.py", *(ROOT / "src" / "fdrl" / "weights").glob("*.md")]
     known = set(list_recipes())
     for f in files:
         text = f.read_text()

@@ -7,7 +7,6 @@ loads with the ``folder`` data set. Images without a face, and unreadable ones, 
 
 from __future__ import annotations
 
-import argparse
 import csv
 from collections import Counter
 from pathlib import Path
@@ -52,11 +51,3 @@ def prepare_folder(src: str | Path, dst: str | Path, size: int = 224, detector: 
             counts["aligned"] += face.eyes is not None
             report.writerow([rel, "ok", len(faces), out.relative_to(dst)])
     return counts
-
-
-def prepare_command(args: argparse.Namespace) -> int:
-    counts = prepare_folder(args.src, args.dst, args.size, args.detector, args.margin)
-    total = counts["ok"] + counts["no_face"] + counts["unreadable"]
-    print(f"prepared {counts['ok']}/{total} images into {args.dst} ({counts['aligned']} eye-aligned); "
-          f"no face: {counts['no_face']}, unreadable: {counts['unreadable']} (see {args.dst}/prepare_report.csv)")
-    return 0 if counts["ok"] else 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import Preprocessing
 from ..errors import first_line
+from .formats import format_of
 
 
 class TorchBackend:
@@ -33,7 +33,7 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu") -> None:  # onnxruntime: CPU
         import onnxruntime as ort
 
         from .export import read_onnx_metadata
@@ -84,19 +84,7 @@ class TorchScriptBackend:
         return logits.float().cpu().numpy(), alpha.float().cpu().numpy() if alpha.shape[-1] > 0 else None
 
 
-def is_torchscript(path: Path) -> bool:
-    """TorchScript archives hold ``<name>/code/``; fdrl checkpoints (also zip files) do not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.split("/")[1:2] == ["code"] for n in zf.namelist())
-
-
 def open_backend(path: Path, device: str = "cpu") -> TorchBackend | OnnxBackend | TorchScriptBackend:
-    """The runtime for a model file: ``.onnx`` -> onnxruntime, a TorchScript archive -> torch.jit, else an fdrl
-    checkpoint. Each exposes ``classes``, ``prep`` (with the training detector) and ``fixed_batch``."""
-    if path.suffix.lower() == ".onnx":
-        return OnnxBackend(path)
-    if path.is_file() and is_torchscript(path):
-        return TorchScriptBackend(path, device)
-    return TorchBackend(path, device)
+    """The runtime for a model file, by its format (:func:`fdrl.inference.formats.format_of`). Each exposes
+    ``classes``, ``prep`` (with the training detector) and ``fixed_batch``."""
+    return format_of(path).load("backend")(path, device)

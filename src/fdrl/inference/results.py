@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -67,3 +69,28 @@ class PredictionResult:
     def to_json(self) -> str:
         return json.dumps({"classes": self.classes, "images": [asdict(s) for s in self.images],
                            "faces": [asdict(f) for f in self.faces]}, indent=2)
+
+
+def render(result: PredictionResult, fmt: str) -> str:
+    """``result`` as ``fdrl predict --format`` writes it: ``json``, ``csv`` (one row per face) or an aligned
+    ``table`` of the main columns."""
+    if fmt == "json":
+        return result.to_json()
+    rows = result.rows()
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")  # the csv module's default is CRLF
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    show = [c for c in ("image_id", "frame", "face_index", "status", "x", "y", "w", "h", "score", "label",
+                        "confidence") if c in cols]
+    show += [c for c in cols if c.startswith("p_")]
+    table = [[("" if r.get(c) is None else str(r.get(c))) for c in show] for r in rows]
+    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(show)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(show, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in table]
+    return "\n".join(lines) + "\n"

@@ -14,14 +14,12 @@ decoding, against decompression bombs: a few kB of PNG can claim gigapixels), an
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -199,25 +197,3 @@ def create_app(recognizer: Recognizer, limits: Limits = Limits()) -> Starlette:
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
-
-
-def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    recognizer = Recognizer(args.checkpoint, model=args.model, detector=args.detector, device=args.device,
-                            tta=args.tta, whole_image_max_side=args.whole_image_max_side)
-    limits = Limits()
-    if args.max_upload_mb is not None:
-        limits = replace(limits, max_upload_bytes=int(args.max_upload_mb * MB))
-    if args.max_pixels is not None:
-        limits = replace(limits, max_pixels=args.max_pixels)
-    if args.max_pending is not None:
-        limits = replace(limits, max_pending=args.max_pending)
-    app = create_app(recognizer, limits)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"fdrl serve: warning: listening on {args.host}: anyone who can reach it can use the model "
-              "(there is no authentication)", file=sys.stderr)
-    print(f"fdrl serve: {Path(recognizer.checkpoint).name} with the {recognizer.detector.name} detector at "
-          f"http://{args.host}:{args.port}/ (Ctrl+C stops)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0

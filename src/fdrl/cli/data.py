@@ -1,4 +1,4 @@
-"""``fdrl data list`` and ``fdrl data check``."""
+"""``fdrl data list``, ``fdrl data check`` and ``fdrl prepare``: the data sets on disk."""
 
 from __future__ import annotations
 
@@ -6,12 +6,47 @@ import argparse
 import sys
 from collections import Counter
 
-from ..config import apply_overrides
-from .base import ImageReadError
-from .registry import create_dataset, dataset_info, list_datasets
+from ..errors import ImageReadError
+from ..faces import DEFAULT_MARGIN, DETECTORS
+from .options import add_dataset_options
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    da = sub.add_parser("data", help="list data sets or check one on disk")
+    dsub = da.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.add_parser("list", help="every registered data set")
+    ck = dsub.add_parser("check", help="per-split, per-class counts and skipped files")
+    ck.add_argument("--dataset", required=True)
+    ck.add_argument("--root", default=None)
+    ck.add_argument("--splits", default=None, help="comma-separated splits (default: the data set's own)")
+    add_dataset_options(ck)
+    ck.add_argument("--face-detector", default="none", choices=DETECTORS,
+                    help="also detect a face in every image and count those without one")
+    ck.add_argument("--face-margin", type=float, default=DEFAULT_MARGIN)
+    da.set_defaults(func=data_command)
+
+    pr = sub.add_parser("prepare", help="detect, align and crop faces of a raw image folder")
+    pr.add_argument("src")
+    pr.add_argument("dst")
+    pr.add_argument("--size", type=int, default=224)
+    pr.add_argument("--detector", default="opencv", choices=DETECTORS)
+    pr.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    pr.set_defaults(func=prepare_command)
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    from ..data.prepare import prepare_folder
+
+    counts = prepare_folder(args.src, args.dst, args.size, args.detector, args.margin)
+    total = counts["ok"] + counts["no_face"] + counts["unreadable"]
+    print(f"prepared {counts['ok']}/{total} images into {args.dst} ({counts['aligned']} eye-aligned); "
+          f"no face: {counts['no_face']}, unreadable: {counts['unreadable']} (see {args.dst}/prepare_report.csv)")
+    return 0 if counts["ok"] else 1
 
 
 def data_command(args: argparse.Namespace) -> int:
+    from ..data.registry import dataset_info, list_datasets
+
     if args.data_command == "list":
         for name in list_datasets():
             info = dataset_info(name)
@@ -23,6 +58,9 @@ def data_command(args: argparse.Namespace) -> int:
 
 def check(args: argparse.Namespace) -> int:
     """Per-split, per-class counts; every image is decoded so unreadable files are found and listed."""
+    from ..config import apply_overrides
+    from ..data.registry import create_dataset, dataset_info
+
     info = dataset_info(args.dataset)
     options = apply_overrides({}, args.options)
     splits = args.splits.split(",") if args.splits else (["all"] if info.kfold else list(info.splits[:3]))
