@@ -18,12 +18,13 @@ import argparse
 
 import numpy as np
 import torch
-from measure_tta import refuse_test_split  # this folder is on sys.path
 from PIL import Image
 
 from fdrl import Recognizer
 from fdrl.checkpoint import atomic_save, read_checkpoint
 from fdrl.data import create_dataset
+from fdrl.data.registry import refuse_test_split
+from fdrl.errors import FdrlError
 from fdrl.faces import DEFAULT_DETECTOR, DETECTORS, create_detector, crop_face
 
 
@@ -41,7 +42,10 @@ def main() -> None:
                    help="fractions of the box per side; negative shrinks it")
     p.add_argument("--write", action="store_true", help="store the best margin in the checkpoint's preprocessing")
     args = p.parse_args()
-    refuse_test_split(args.dataset, args.split, "choose the face margin")
+    try:
+        refuse_test_split(args.dataset, args.split, "choose the face margin")
+    except FdrlError as exc:
+        raise SystemExit(f"choose_face_margin: error: {exc}") from None
     ds = create_dataset(args.dataset, args.root, args.split)
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(ds))[: args.samples]

@@ -13,21 +13,29 @@ import argparse
 import json
 
 import torch
-from measure_tta import add_model_args, refuse_test_split, split_faces  # this folder is on sys.path
 
 import fdrl
-from fdrl.data.registry import create_dataset
+from fdrl.data.loading import labelled_faces
+from fdrl.data.registry import create_dataset, refuse_test_split
 from fdrl.engine.report import classification_metrics
+from fdrl.errors import FdrlError
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped model (--model)")
+    ap.add_argument("--model", default=None, help="a shipped model's name")
+    ap.add_argument("--dataset", default="fer2013")
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--train-split", default="train", help="where the class prior is counted")
     ap.add_argument("--split", default="val", help="a validation split")
     ap.add_argument("--taus", default="0,0.25,0.5,0.75,1")
     args = ap.parse_args()
-    refuse_test_split(args.dataset, args.split)
+    try:
+        refuse_test_split(args.dataset, args.split, "choose a prior correction from these figures")
+    except FdrlError as exc:
+        raise SystemExit(f"measure_prior_correction: error: {exc}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     rec = fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta="none")
@@ -35,7 +43,7 @@ def main() -> None:
     counts = torch.bincount(torch.as_tensor(train.labels), minlength=len(train.classes)).float().clamp_min(1)
     # by name: the data set's class order and the model's may differ
     log_prior = torch.tensor([(counts[train.classes.index(c)] / counts.sum()).log().item() for c in rec.classes])
-    images, truth = split_faces(rec, args.dataset, args.root, args.split)
+    images, truth = labelled_faces(args.dataset, args.root, args.split, rec.prep, rec.classes)
     faces = rec.predict_tensor(images).faces
     log_p = torch.tensor([[f.probabilities[c] for c in rec.classes] for f in faces]).clamp_min(1e-12).log()
     for tau in (float(t) for t in args.taus.split(",")):

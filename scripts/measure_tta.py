@@ -14,52 +14,30 @@ import time
 import torch
 
 import fdrl
-from fdrl.data import registry
-from fdrl.data.registry import create_dataset
-from fdrl.data.tensors import decode_dataset
+from fdrl.data.loading import labelled_faces
+from fdrl.data.registry import refuse_test_split
 from fdrl.engine.report import classification_metrics
-from fdrl.errors import DataError
-from fdrl.inference.packaged import TTA_MODES
+from fdrl.errors import FdrlError
+from fdrl.literals import TTA_MODES
 
 
-def add_model_args(ap: argparse.ArgumentParser) -> None:
-    """The model and labelled data options shared with ``measure_prior_correction.py`` (not the split)."""
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="default: the shipped model (--model)")
     ap.add_argument("--model", default=None, help="a shipped model's name")
     ap.add_argument("--dataset", default="fer2013")
     ap.add_argument("--root", required=True)
     ap.add_argument("--threads", type=int, default=None)
-
-
-def refuse_test_split(dataset: str, split: str, purpose: str = "choose a default from these figures") -> None:
-    """Stop on a test split: the figures of these scripts choose defaults (the TTA mode, a prior correction, the
-    face margin)."""
-    try:
-        registry.refuse_test_split(dataset, split, purpose)
-    except DataError as exc:
-        raise SystemExit(f"--split {split}: {exc}") from None
-
-
-def split_faces(rec: fdrl.Recognizer, dataset: str, root: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A labelled split's faces at the training faces' resolution (``predict_tensor`` resizes them to the input
-    size as training did) and their labels as indices of ``rec.classes``: the data set's class order and the
-    model's may differ, so they are matched by name."""
-    prep = rec.prep
-    data = decode_dataset(create_dataset(dataset, root, split), prep.source_size or prep.input_size,
-                          prep.grayscale, cache_dir=None, log=lambda m: None)
-    return data.images, torch.tensor([rec.classes.index(data.classes[int(i)]) for i in data.labels])
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
     ap.add_argument("--split", default="train/holdout", help="a validation split (test splits are refused)")
     args = ap.parse_args()
-    refuse_test_split(args.dataset, args.split)
+    try:
+        refuse_test_split(args.dataset, args.split, "choose the TTA default from these figures")
+    except FdrlError as exc:
+        raise SystemExit(f"measure_tta: error: {exc}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     recs = {m: fdrl.Recognizer(args.checkpoint, model=args.model, detector="none", tta=m) for m in TTA_MODES}
-    images, truth = split_faces(recs["none"], args.dataset, args.root, args.split)
+    images, truth = labelled_faces(args.dataset, args.root, args.split, recs["none"].prep, recs["none"].classes)
     # Cost: the modes take turns on the same 256 faces, 5 rounds, median per mode, so that a machine whose load
     # changes during the run (other jobs) biases no mode.
     sample, times = images[:256], {m: [] for m in TTA_MODES}

@@ -89,3 +89,22 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[s
     if "val" in out and "test" in out:
         check_disjoint(set(out["val"].ids), out["test"], "test", d.test_split, other_role="val")
     return out
+
+
+def labelled_faces(dataset: str, root: str | None, split: str, preprocessing, classes: list[str],
+                   purpose: str | None = None) -> tuple:
+    """A labelled split's faces for a model, as uint8 ``(N, C, S, S)`` at the resolution its training decoded
+    (``source_size`` where set, else ``input_size``; :meth:`fdrl.Recognizer.predict_tensor` resizes them as
+    training did), and their labels as indices of the model's ``classes``: a data set's class order and a model's
+    may differ, so they are matched by name. ``purpose`` (e.g. ``"choose the TTA default"``): a test split is
+    refused with that reason."""
+    import torch
+
+    if purpose is not None:
+        refuse_test_split(dataset, split, purpose)
+    data = decode_dataset(create_dataset(dataset, root, split), preprocessing.source_size or preprocessing.input_size,
+                          preprocessing.grayscale, cache_dir=None, log=_quiet)
+    missing = sorted(set(data.classes) - set(classes))
+    if missing:
+        raise TrainingError(f"{dataset}/{split} has classes the model lacks: {missing} (model: {classes})")
+    return data.images, torch.tensor([classes.index(data.classes[int(i)]) for i in data.labels])

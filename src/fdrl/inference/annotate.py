@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..media import read_image
-from .results import FaceResult
+from .results import FaceResult, PredictionResult
 
 
 def annotate(image: Image.Image, faces: list[FaceResult], top: int = 3) -> Image.Image:
