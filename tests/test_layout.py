@@ -127,3 +127,21 @@ def test_train_stays_short():
     tree = ast.parse(MODULES["fdrl.engine.trainer"].read_text())
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
     assert fn.end_lineno - fn.lineno + 1 <= 80
+
+
+def test_the_architecture_page_lists_the_layers_of_this_test():
+    """docs/architecture.md's layer table names exactly the packages of LAYERS, in the same order."""
+    import re
+
+    page = (SRC.parent / "docs" / "architecture.md").read_text()
+    rows = [line for line in page.splitlines() if re.match(r"\| \d+ \|", line)]
+    documented = [tuple(re.findall(r"`(fdrl[\w.]*)`", row.split("|")[2])) for row in rows]
+    assert documented == LAYERS
+
+
+def test_every_module_is_described_on_the_architecture_page():
+    """Each module file of the package is named on the architecture page (a new module gets its one concern)."""
+    page = (SRC.parent / "docs" / "architecture.md").read_text()
+    missing = sorted(name for name, path in MODULES.items()
+                     if path.name != "__init__.py" and f"`{path.name}`" not in page and f"**`{path.name}`**" not in page)
+    assert not missing, f"modules without a line on docs/architecture.md: {missing}"
