@@ -49,7 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = "results"
 PAGES = ("README.md", "docs/*.md")
-MARK = re.compile(r"<!-- results:(?P<name>\S+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.S)
+MARK = re.compile(r"^<!-- results:(?P<name>\S+) -->\n(?P<body>.*?)^<!-- /results:(?P=name) -->$", re.S | re.M)
+OPENING = re.compile(r"^<!-- results:", re.M)
 
 
 class ResultsError(Exception):
@@ -321,6 +322,111 @@ def render_detectors(files: Sequence[dict[str, Any]], view: str | None) -> str:
         {"key": "ms", "head": "ms/photo", "cell": "{ms_per_photo:.1f}"}], rows)
 
 
+# ---- table files from run folders (scripts/results_table.py, scripts/recipe_table.py) ---------------------------
+PAIR_COLUMNS = [
+    {"key": "data_set", "head": "data set", "cell": "{data_set}"},
+    {"key": "model", "head": "model", "cell": "{model}"},
+    {"key": "epochs", "head": "epochs", "cell": "{epochs}"},
+    {"key": "selected", "head": "selected", "cell": "{selection} (epoch {selected})"},
+    {"key": "val_acc", "head": "val acc", "cell": "{val_acc:.2f}"},
+    {"key": "val_mean_class", "head": "val mean-class", "cell": "{val_mean_class:.2f}"},
+    {"key": "test_acc", "head": "test acc", "cell": "{test_acc:.2f}"},
+    {"key": "test_mean_class", "head": "test mean-class", "cell": "{test_mean_class:.2f}"},
+    {"key": "last_epoch_test_acc", "head": "last-epoch test acc", "cell": "{last_epoch_test_acc:.2f}"},
+    {"key": "train_wall_time", "head": "train wall time", "cell": "{train_wall_time:.0f} min"},
+    {"key": "device", "head": "device", "cell": "{device}"},
+]
+# (summary key of the selected epoch, row key, column name) of the paired seeds table
+SEED_FIGURES = (("test_accuracy", "test_acc", "test acc"), ("test_mean_class_accuracy", "test_mean_class",
+                                                             "test mean-class"),
+                ("val_accuracy", "val_acc", "val acc"), ("val_mean_class_accuracy", "val_mean_class", "val mean-class"))
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else 100 * v
+
+
+def pair_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """One run's row (its selected epoch) from the ``summary.json`` a finished run writes; figures in %."""
+    sel = summary[summary["selected"]]
+    return {"data_set": f"{summary['dataset']} ({summary['config']['data']['test_split']})",
+            "model": summary["model_name"], "epochs": summary["epochs"], "selection": summary["selected"],
+            "selected": sel["epoch"], "val_acc": _pct(sel["val_accuracy"]),
+            "val_mean_class": _pct(sel["val_mean_class_accuracy"]), "test_acc": _pct(sel.get("test_accuracy")),
+            "test_mean_class": _pct(sel.get("test_mean_class_accuracy")),
+            "last_epoch_test_acc": _pct(summary["last"].get("test_accuracy")),
+            "train_wall_time": summary.get("train_seconds", 0) / 60,
+            "device": f"{summary['device']} x{summary['world_size']}, torch {summary['versions']['torch']}"}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def seeds_table(pairs: Sequence[tuple[Any, dict[str, dict[str, Any]]]]) -> dict[str, Any]:
+    """The paired table of repeats of one FDRL/baseline pair: ``pairs`` is (seed, {"baseline": selected epoch,
+    "fdrl": selected epoch}) per seed, the epochs as in ``summary.json`` (fractions). A row per seed with the
+    FDRL - baseline difference, then the mean and sample standard deviation over the seeds; figures that some run
+    lacks (no test split) are left out."""
+    figures = [f for f in SEED_FIGURES if all(sel[v].get(f[0]) is not None for _, sel in pairs for v in sel)]
+    columns = [{"key": "seed", "head": "seed", "cell": "{seed}"}]
+    for _, key, name in figures:
+        columns += [{"key": f"{key}_baseline", "head": f"{name} baseline", "cell": f"{{{key}_baseline:.2f}}"},
+                    {"key": f"{key}_fdrl", "head": f"{name} FDRL", "cell": f"{{{key}_fdrl:.2f}}"},
+                    {"key": f"{key}_diff", "head": f"{name} diff", "cell": f"{{{key}_diff:+.2f}}"}]
+    rows = []
+    for seed, sel in pairs:
+        row: dict[str, Any] = {"seed": str(seed)}
+        for src, key, _ in figures:
+            b, f = 100 * sel["baseline"][src], 100 * sel["fdrl"][src]
+            row |= {f"{key}_baseline": b, f"{key}_fdrl": f, f"{key}_diff": f - b}
+        rows.append(row)
+    if len(rows) > 1:
+        mean: dict[str, Any] = {"seed": f"mean ± std ({len(rows)} seeds)", "formats": {}}
+        for col in columns[1:]:
+            k = col["key"]
+            mean[k], mean[f"{k}_std"] = _mean_std([r[k] for r in rows])
+            sign = "+" if k.endswith("_diff") else ""
+            mean["formats"][k] = f"{{{k}:{sign}.2f}} ± {{{k}_std:.2f}}"
+        rows.append(mean)
+    return {"kind": "table", "columns": columns, "rows": rows}
+
+
+def recipe_table(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Recipe-search arms: each ``{"arm", "change", "history", "planned"}`` (``history``: the run's
+    ``metrics.jsonl`` records, ``change``: the config values that differ from the control's); a column of
+    validation accuracy per epoch, the best epoch's accuracy and mean class accuracy, and the median speed."""
+    epochs = max((len(a["history"]) for a in arms), default=0)
+    columns = [{"key": "arm", "head": "arm", "cell": "{arm}"},
+               {"key": "differs_from_control", "head": "differs from control", "cell": "{differs_from_control}"},
+               *({"key": f"val_e{i}", "head": f"val e{i}", "cell": f"{{val_e{i}:.2f}}"} for i in range(1, epochs + 1)),
+               {"key": "best_val_acc", "head": "best val acc", "cell": "{best_val_acc:.2f}"},
+               {"key": "its_mean_class", "head": "its mean-class", "cell": "{its_mean_class:.2f}"},
+               {"key": "img_s", "head": "img/s (train)", "cell": "{img_s:.1f}"}]
+    rows = []
+    for a in arms:
+        hist = a["history"]
+        done = "" if len(hist) == a.get("planned") else f" ({len(hist)}/{a.get('planned')} epochs)"
+        best = max(hist, key=lambda h: h["val_accuracy"]) if hist else {}
+        speeds = sorted(h["images_per_second"] for h in hist)
+        rows.append({"arm": a["arm"] + done,
+                     "differs_from_control": ", ".join(f"`{k}={v}`" for k, v in sorted(a["change"].items()))
+                     or "(control)",
+                     **{f"val_e{i}": _pct(h["val_accuracy"]) for i, h in enumerate(hist, 1)},
+                     "best_val_acc": _pct(best.get("val_accuracy")),
+                     "its_mean_class": _pct(best.get("val_mean_class_accuracy")),
+                     "img_s": speeds[len(speeds) // 2] if speeds else None})
+    return {"kind": "table", "columns": columns, "rows": rows}
+
+
+def write_result(path: str | Path, data: dict[str, Any], argv: Sequence[str]) -> None:
+    """A result file for ``results/``: ``data`` with the command that made it in front."""
+    record = {"kind": data.get("kind", "table"), "command": " ".join(["python", *argv]),
+              "source": "written by this command from the runs' own files"} | data
+    Path(path).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+
+
 RENDERERS: dict[str, Callable[[Sequence[dict[str, Any]], str | None], str]] = {
     "table": render_table,
     "peers": render_peers,
@@ -414,7 +520,7 @@ def check(root: Path = ROOT, out=sys.stdout) -> int:
                 print(f"{rel}: results:{m['name']} differs from its result files "
                       f"(run python scripts/results_tables.py to rewrite it):", file=out)
                 print("\n".join("    " + d for d in diff[:8]), file=out)
-        opened = text.count("<!-- results:")
+        opened = len(OPENING.findall(text))
         if opened != len(MARK.findall(text)):
             print(f"{page.relative_to(root)}: a results block is not closed as <!-- /results:NAME -->", file=out)
             problems += 1
