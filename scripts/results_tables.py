@@ -217,10 +217,6 @@ def render_transfer(files: Sequence[dict[str, Any]], view: str | None) -> str:
         {"key": "mean_class", "head": "mean class", "cell": "{mean_class:.2f}"}], rows)
 
 
-def _mean_std(pair: Sequence[float] | None) -> dict[str, float | None]:
-    return {"mean": None, "std": None} if pair is None else {"mean": pair[0], "std": pair[1]}
-
-
 def render_cross_validate(files: Sequence[dict[str, Any]], view: str | None) -> str:
     """``scripts/cross_validate.py`` summaries: a row per arm (the file's ``labels``) through the file's columns;
     an arm's paired difference is against its own file's reference arm."""
@@ -427,6 +423,7 @@ def write_result(path: str | Path, data: dict[str, Any], argv: Sequence[str]) ->
     Path(path).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
+VIEWS = {"peers"}  # kinds whose files print more than one table
 RENDERERS: dict[str, Callable[[Sequence[dict[str, Any]], str | None], str]] = {
     "table": render_table,
     "peers": render_peers,
@@ -470,6 +467,8 @@ def render(name: str, root: Path = ROOT) -> str:
     kind = kinds.pop()
     if kind not in RENDERERS:
         raise ResultsError(f"results:{name}: no renderer for kind {kind!r} (known: {', '.join(RENDERERS)})")
+    if view is not None and kind not in VIEWS:
+        raise ResultsError(f"results:{name}: {kind} files have one table, no view {view!r}")
     try:
         return RENDERERS[kind](files, view)
     except ResultsError as exc:
