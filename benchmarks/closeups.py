@@ -8,12 +8,15 @@ correct answers out of all photos (a photo without a face counts as wrong), then
 faces that only the retry finds.
 
     python benchmarks/closeups.py --root ../shared/data/fer2013 --per-class 50
+    python benchmarks/closeups.py --per-class 50 --threads 1 --json results/closeups.json   # also a result file
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from _record import run_record, write_json
 
 
 def main() -> None:
@@ -24,6 +27,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="packaged model name (default: the default packaged model)")
     p.add_argument("--tta", default="none")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None, help="also write the figures to this result file")
     args = p.parse_args()
     import torch
     from PIL import Image
@@ -48,7 +52,9 @@ def main() -> None:
     rec = fdrl.Recognizer(model=args.model, tta=args.tta)  # the model loads once; the arms swap its detector
     whole, retry, plain = create_detector("none"), rec.detector, MTCNNLiteDetector(border_retry=0)
 
-    def run(detector, name: str, photos: list) -> set[str]:
+    rows: list[dict] = []
+
+    def run(detector, name: str, photos: list, group: str = "all photos") -> set[str]:
         rec.detector = detector
         largest: dict[str, tuple[int, str]] = {}
         for f in rec.predict_images(photos).faces:
@@ -57,6 +63,8 @@ def main() -> None:
         right = sum(labels[i] == label for i, (_, label) in largest.items())
         print(f"{name:32s} {len(photos):7d} {len(largest):13d} {right / max(1, len(largest)):12.2%} "
               f"{right / len(photos):14.2%}")
+        rows.append({"photos_of": group, "arm": name.strip(), "photos": len(photos), "with_face": len(largest),
+                     "right": right})
         return set(largest)
 
     print(f"{len(items)} FER2013 PublicTest faces filling {args.side}x{args.side} photos; model "
@@ -68,8 +76,12 @@ def main() -> None:
     extra = [(i, im) for i, im in items if i in found - found_plain]
     if extra:
         print(f"the {len(extra)} faces only the retry finds:")
-        run(whole, "  detector none (whole photo)", extra)
-        run(retry, "  border retry's crops", extra)
+        run(whole, "  detector none (whole photo)", extra, "found by the retry only")
+        run(retry, "  border retry's crops", extra, "found by the retry only")
+    if args.json:
+        write_json(args.json, run_record("closeups") | {
+            "model": Path(rec.checkpoint).name, "tta": args.tta, "side": args.side, "per_class": args.per_class,
+            "detector": retry.name, "threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

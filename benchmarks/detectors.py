@@ -20,6 +20,7 @@ detection besides the one hit on the face is a false face (each gets its own exp
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:30:64  # turned 30 deg, faces >= 64 px
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:45:96:off  # P-Net 0.6 on every level
     python benchmarks/detectors.py --detectors mtcnn_lite:40:0.6:0.25:0.709:0:96:64/0.3:0  # no contrast retry
+    python benchmarks/detectors.py --photos 20 --json results/detectors.json   # also a result file for the docs
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import run_record, write_json
 from PIL import Image
 
 CANVAS = (1280, 720)
@@ -105,6 +107,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3,
                    help="times each detector goes over the photos, detectors taking turns; ms/photo is the median")
+    p.add_argument("--json", default=None, help="also write the figures to this result file")
     args = p.parse_args()
     import cv2
     import torch
@@ -126,12 +129,13 @@ def main() -> None:
     print(f"{'detector':10s} {'recall':>7s} " + " ".join(f"{f'@{s}px':>7s}" for s in sizes)
           + f" {'false det.':>10s} {'eyes found':>10s} {'ms/photo':>9s} {'portraits found':>15s} "
           f"{'false on portraits':>18s} {'ms/portrait':>11s}")
-    detectors = []
+    detectors, unavailable = [], {}
     for name in args.detectors.split(","):
         try:
             detectors.append((name, build(name)))
         except DetectorError as exc:
             print(f"{name:10s} unavailable: {exc}")
+            unavailable[name] = str(exc)
     rows = {}
     for name, det in detectors:
         det.detect(photos[0][0])  # warm-up (model loading, first-call allocation)
@@ -164,6 +168,7 @@ def main() -> None:
             for photo, _ in photos:
                 det.detect(photo)
             rows[name][3].append(1000 * (time.perf_counter() - t) / len(photos))
+    records = []
     for name, (found, false, eyes, ms, single_hits, single_false, single_seconds) in rows.items():
         hits = sum(v[0] for v in found.values())
         by_size = " ".join(f"{v[0] / max(1, v[1]):7.1%}" for v in found.values())
@@ -171,6 +176,14 @@ def main() -> None:
                         f"{1000 * single_seconds / len(singles):11.1f}" if singles else f"{'-':>15s}")
         print(f"{name:10s} {hits / total:7.1%} {by_size} {false:10d} {eyes / max(1, hits):10.1%} "
               f"{float(np.median(ms)):9.1f} {on_portraits}")
+        records.append({"detector": name, "found": {str(s): v for s, v in found.items()}, "false": false,
+                        "eyes": eyes, "ms_per_photo": float(np.median(ms)), "ms_rounds": ms,
+                        "portraits_found": single_hits, "false_on_portraits": single_false,
+                        "ms_per_portrait": 1000 * single_seconds / len(singles) if singles else None})
+    if args.json:  # found: face side -> [found, pasted]
+        write_json(args.json, run_record("detectors") | {
+            "photos": args.photos, "portraits": len(singles), "sizes": sizes, "seed": args.seed,
+            "threads": args.threads, "rounds": args.rounds, "rows": records, "unavailable": unavailable})
 
 
 def build(name: str):

@@ -3,6 +3,7 @@
     pip install -e ".[face-trunk]"
     python benchmarks/dlib_trunk.py --sizes 150 112 --threads 1
     python benchmarks/dlib_trunk.py --device cuda --train
+    python benchmarks/dlib_trunk.py --sizes 112 --threads 1 --json results/dlib_trunk.json   # also a result file
 
 Throughput is images per second of the trunk (to the pooled 256-d feature): eval forward under inference_mode,
 and with ``--train`` a full training step (forward, a linear head's cross-entropy, backward, Adam). The load
@@ -16,6 +17,7 @@ import os
 import time
 
 import torch
+from _record import run_record, write_json
 
 from fdrl.models.dlib_resnet import DlibResNet29Trunk, compute_min_input_size, load_dlib_resnet
 
@@ -83,23 +85,37 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--train", action="store_true", help="also time a training step (Adam, linear head)")
+    p.add_argument("--json", default=None, help="also write the figures to this result file")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"load average before: {os.getloadavg()}, torch threads {torch.get_num_threads()}, {args.device}")
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before}, torch threads {torch.get_num_threads()}, {args.device}")
     model = load_dlib_resnet().to(args.device)
     head = load_dlib_resnet(descriptor_head=True)
-    print(f"parameters: trunk {sum(p.numel() for p in model.parameters()):,}, with dlib's descriptor fc "
-          f"{sum(p.numel() for p in head.parameters()):,}")
-    print(f"minimum input side: {compute_min_input_size()} px computed, {probe_min_size(head)} px probed")
+    params = {"trunk": sum(p.numel() for p in model.parameters()),
+              "with_descriptor_fc": sum(p.numel() for p in head.parameters())}
+    print(f"parameters: trunk {params['trunk']:,}, with dlib's descriptor fc {params['with_descriptor_fc']:,}")
+    min_side = {"computed": compute_min_input_size(), "probed": probe_min_size(head)}
+    print(f"minimum input side: {min_side['computed']} px computed, {min_side['probed']} px probed")
     dev = torch.device(args.device)
+    rows = []
     for size in args.sizes:
         x = torch.randn(args.batch_size, 3, size, size, device=dev)
-        line = f"{size} px, batch {args.batch_size}: eval forward {forward_rate(model, x, args.seconds):.1f} img/s"
+        row = {"size": size, "batch": args.batch_size, "eval_images_per_second": forward_rate(model, x, args.seconds)}
+        line = f"{size} px, batch {args.batch_size}: eval forward {row['eval_images_per_second']:.1f} img/s"
         if args.train:
-            line += f", training step {train_rate(x, args.seconds):.1f} img/s"
+            row["train_images_per_second"] = train_rate(x, args.seconds)
+            line += f", training step {row['train_images_per_second']:.1f} img/s"
+        rows.append(row)
         print(line, flush=True)
-    print(f"load average after: {os.getloadavg()}")
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after}")
+    if args.json:
+        write_json(args.json, run_record("dlib_trunk") | {
+            "device": args.device, "threads": torch.get_num_threads(), "seconds": args.seconds,
+            "parameters": params, "min_input_side": min_side, "load_average": [load_before, load_after],
+            "rows": rows})
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ install, import or run gets a row with the reason instead of stopping the others
     python benchmarks/peers.py --data ../shared/data/fer2013/test --out peers.json
     python benchmarks/peers.py --peers fer,facex --limit 200             # a stratified subset of 200 images
     python benchmarks/peers.py --photo-size 256 --modes pipeline         # faces upscaled to fill 256 px photos
-    python benchmarks/peers.py --show docs/peers_fer2013_publictest.json --markdown   # re-print a stored run
+    python benchmarks/peers.py --show results/peers_fer2013_publictest.json --markdown   # re-print a stored run
 """
 
 from __future__ import annotations
@@ -282,8 +282,22 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f} %"
 
 
+def _results_tables():
+    """``scripts/results_tables.py``, the one renderer of the docs' tables (a script, so loaded by path)."""
+    import importlib.util
+
+    path = RUNNERS.parents[1] / "scripts" / "results_tables.py"
+    spec = importlib.util.spec_from_file_location("results_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """The rows as one text (or Markdown) table; a failed peer's row carries its reason."""
+    """The rows as one text table, or as the Markdown table the docs print (``scripts/results_tables.py``); a
+    failed peer's row carries its reason."""
+    if markdown:
+        return _results_tables().peers_markdown(rows)
     head = ["peer", "version", "mode", "accuracy", "mean class acc.", "no face", "errors", "faces/s", "note"]
     body = []
     for r in rows:
@@ -295,9 +309,6 @@ def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
         fps = r.get("faces_per_s")
         body.append([r["peer"], r["version"], r["mode"], _pct(r["accuracy"]), _pct(r["mean_class_accuracy"]),
                      _pct(r["no_face"]), str(r["errors"]), "-" if fps is None else f"{fps:.1f}", note])
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in b) + " |" for b in body])
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     fmt = [f"{{:{'<' if i < 3 or i == len(head) - 1 else '>'}{w}}}" for i, w in enumerate(widths)]
     return "\n".join("  ".join(f.format(x) for f, x in zip(fmt, line, strict=True)).rstrip()
@@ -367,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         return report
     sample = stratified(read_folder(args.data), args.limit, args.seed)
     report: dict[str, Any] = {
+        "benchmark": "peers",
         "command": " ".join(["python", "benchmarks/peers.py", *(sys.argv[1:] if argv is None else argv)]),
         "data": str(args.data), "images": len(sample.paths),
         "class_counts": {c: sample.truth.count(c) for c in sample.classes}, "limit": args.limit, "seed": args.seed,

@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py --n 20000 --size 112 --work /tmp/fdrl_scale --serial-baseline
     python benchmarks/scale.py --n 200000 --size 112 --work /tmp/fdrl_scale --steps 20 --clean
+    python benchmarks/scale.py --n 20000 --serial-baseline --json results/scale_20000.json   # also a result file
 
 1. Writes ``WORK/faces-N-SIZE/{train,val,test}/<class>/*.jpg`` (N training faces from ``fdrl.data.synthetic``;
    kept for the next run of the same N and size unless ``--clean``).
@@ -41,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import run_record, write_json
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 EVAL_PER_SPLIT = 70
@@ -304,6 +306,8 @@ def main() -> None:
     p.add_argument("--serial-baseline", action="store_true",
                    help="also time the first decode with one worker (the speed-up of the pool)")
     p.add_argument("--clean", action="store_true", help="delete the images and the cache afterwards")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the figures to this result file (default: WORK/scale-N-SIZE.json)")
     p.add_argument("--decode-only", action="store_true", help=argparse.SUPPRESS)  # the first decode, in a fresh process
     args = p.parse_args()
     root, cache = args.work / f"faces-{args.n}-{args.size}", args.work / "cache"
@@ -364,7 +368,9 @@ def main() -> None:
         if one and two:
             node, pss = (two[0][k] / one[0][k] for k in ("node_mib", "sum_pss_mib"))
             print(f"{phase}: 2 ranks / 1 rank: node (sum PSS + file cache) {node:.2f}, sum PSS {pss:.2f}")
-    (args.work / f"scale-{args.n}-{args.size}.json").write_text(json.dumps({"decode": dec, "runs": rows}, indent=1))
+    write_json(args.json or args.work / f"scale-{args.n}-{args.size}.json", run_record("scale") | {
+        "fdrl": str(Path(fdrl.__file__).parent), "n": args.n, "size": args.size, "batch_size": args.batch_size,
+        "steps": args.steps, "decode": dec, "serial_decode": one if args.serial_baseline else None, "runs": rows})
     if args.clean:
         shutil.rmtree(root)
         shutil.rmtree(cache, ignore_errors=True)

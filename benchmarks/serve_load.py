@@ -4,6 +4,7 @@ reports requests/s, p50/p95/max latency, and errors (any answer other than 200 w
     python benchmarks/serve_load.py                         # starts `fdrl serve` (shipped model) on a free port
     python benchmarks/serve_load.py --url http://127.0.0.1:8000/ --requests 300 --concurrency 8
     python benchmarks/serve_load.py --photo group.jpg -- --detector dlib   # after --: options for fdrl serve
+    python benchmarks/serve_load.py --json results/serve_load.json           # also a result file
 
 The photo by default is composed at run time from two real FER2013 faces (../shared/data; never saved), else it
 is a drawn face from the synthetic set. Only loopback addresses are accepted: this is not a tool for loading
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+from _record import run_record, write_json
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +109,7 @@ def main() -> None:
     p.add_argument("--photo", default=None, help="the image every request sends (default: composed, see above)")
     p.add_argument("--fer-root", default=str(ROOT.parent / "shared" / "data" / "fer2013"))
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before it counts as an error")
+    p.add_argument("--json", default=None, help="also write the figures to this result file")
     p.add_argument("serve_args", nargs="*", help="after --: options for the fdrl serve this script starts")
     args = p.parse_args()
     if args.requests < 1 or not 1 <= args.concurrency <= 64:
@@ -138,6 +141,13 @@ def main() -> None:
         print(f"latency ms: p50 {q[49]:.0f}  p95 {q[94]:.0f}  max {ms[-1]:.0f}")
     print(f"errors: {sum(errors.values())}" + (f" ({dict(errors)})" if errors else "")
           + f"; faces per answer: {dict(sorted(faces.items()))}")
+    if args.json:
+        write_json(args.json, run_record("serve_load") | {
+            "model": health["model"], "detector": health["detector"], "photo": what, "photo_kib": len(photo) / 1024,
+            "requests": args.requests, "concurrency": args.concurrency, "cores": os.cpu_count(), "wall_s": wall,
+            "requests_per_second": args.requests / wall,
+            "latency_ms": {"p50": q[49], "p95": q[94], "max": ms[-1]} if ms else None,
+            "errors": dict(errors), "faces_per_answer": {str(k): v for k, v in sorted(faces.items())}})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --input-size 48 --batch-size 64            # CPU
     python benchmarks/train_throughput.py --device cuda --amp bf16 --channels-last   # GPU
+    python benchmarks/train_throughput.py --input-size 48 --json results/train_throughput_48.json   # a result file
 
 Each model runs in its own subprocess so that peak memory (CUDA: max allocated; CPU: max RSS) is its own.
 """
@@ -16,6 +17,7 @@ import sys
 import time
 
 import torch
+from _record import run_record, write_json
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -70,6 +72,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--json", default=None, help="also write the figures to this result file")
     p.add_argument("--only", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.only:
@@ -90,6 +93,10 @@ def main() -> None:
     b, f = rows
     print(f"ratio FDRL/baseline: throughput {f['images_per_second'] / b['images_per_second']:.3f}, "
           f"peak memory {f['peak_memory_mb'] / b['peak_memory_mb']:.3f}")
+    if args.json:  # peak_memory_mb: CUDA max allocated, or the CPU process's max RSS
+        write_json(args.json, run_record("train_throughput") | {
+            "device": dev, "input_size": args.input_size, "stem": args.stem, "batch_size": args.batch_size,
+            "steps": args.steps, "amp": args.amp, "channels_last": args.channels_last, "rows": rows})
 
 
 if __name__ == "__main__":

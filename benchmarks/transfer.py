@@ -26,11 +26,11 @@ lacks. Sets and the splits read (never one the model was selected on, where that
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from _record import run_record, write_json
 
 SYNONYMS = {"happiness": "happy", "sadness": "sad", "anger": "angry"}
 SETS = {"sfew": "train", "ferplus": "val", "fer2013": "test"}  # the split read; a model trained on a set skips it
@@ -134,7 +134,7 @@ def main() -> None:
     p.add_argument("--tta", default="flip")
     p.add_argument("--limit", type=int, default=None, help="at most this many images per set (seeded sample)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default=None, help="also write the table to this file")
+    p.add_argument("--json", default=None, help="also write the table to this result file")
     args = p.parse_args()
     import torch
 
@@ -147,7 +147,7 @@ def main() -> None:
     table = run(args.model, args.checkpoint, {n: r for n, r in roots.items() if r}, sets, args.tta, args.limit)
     print_table(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=2))
+        write_json(args.json, run_record("transfer") | {"threads": args.threads, "limit": args.limit} | table)
 
 
 if __name__ == "__main__":

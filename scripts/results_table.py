@@ -2,21 +2,22 @@
 
     python scripts/results_table.py runs/fer2013_pair runs/ferplus_pair
     python scripts/results_table.py --seeds runs/fer2013_pair runs/fer2013_pair_seed1 runs/fer2013_pair_seed2
+    python scripts/results_table.py --seeds runs/pair_s0 runs/pair_s1 --json results/my_pair_seeds.json
 
 ``--seeds``: the pair directories are repeats of one experiment with different ``train.seed``; prints one row per
 seed with the paired FDRL - baseline difference, then the mean and sample standard deviation over seeds.
+``--json``: also write the table as a result file; put it in ``results/`` and a ``<!-- results:NAME -->`` block in a
+page, and ``scripts/results_tables.py`` prints it there (the renderer is that script's, for both).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-
-def pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
+from results_tables import PAIR_COLUMNS, pair_row, render_table, seeds_table, write_result
 
 
 def read_summary(path: Path) -> dict:
@@ -32,10 +33,9 @@ def read_summary(path: Path) -> dict:
         raise SystemExit(f"results_table: {path} is not a readable summary ({type(exc).__name__}: {exc})") from None
 
 
-def main(dirs: list[str]) -> None:
-    print("| data set | model | epochs | selected | val acc | val mean-class | test acc | test mean-class "
-          "| last-epoch test acc | train wall time | device |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+def runs_table(dirs: list[str]) -> dict:
+    """One row per finished run of each pair folder; unfinished runs are named on stderr and left out."""
+    rows = []
     for d in dirs:
         for variant in ("baseline", "fdrl"):
             f = Path(d) / variant / "summary.json"
@@ -43,50 +43,32 @@ def main(dirs: list[str]) -> None:
                 print(f"results_table: skipped {f.parent}: no summary.json (not finished, or no such run)",
                       file=sys.stderr)
                 continue
-            s = read_summary(f)
-            sel = s[s["selected"]]
-            test = s["config"]["data"]["test_split"]
-            print(f"| {s['dataset']} ({test}) | {s['model_name']} | {s['epochs']} | {s['selected']} (epoch "
-                  f"{sel['epoch']}) | {pct(sel['val_accuracy'])} | {pct(sel['val_mean_class_accuracy'])} | "
-                  f"{pct(sel.get('test_accuracy'))} | {pct(sel.get('test_mean_class_accuracy'))} | "
-                  f"{pct(s['last'].get('test_accuracy'))} | {s.get('train_seconds', 0) / 60:.0f} min | "
-                  f"{s['device']} x{s['world_size']}, torch {s['versions']['torch']} |")
+            rows.append(pair_row(read_summary(f)))
+    return {"kind": "table", "columns": PAIR_COLUMNS, "rows": rows}
 
 
-KEYS = (("test_accuracy", "test acc"), ("test_mean_class_accuracy", "test mean-class"), ("val_accuracy", "val acc"),
-        ("val_mean_class_accuracy", "val mean-class"))
-
-
-def seeds(dirs: list[str]) -> None:
-    rows = []
+def pairs_of_seeds(dirs: list[str]) -> dict:
+    pairs = []
     for d in dirs:
         pair = {v: read_summary(Path(d) / v / "summary.json") for v in ("baseline", "fdrl")}
         seed = {s["config"]["train"]["seed"] for s in pair.values()}
         if len(seed) != 1:
             raise SystemExit(f"{d}: the two runs of a pair have different seeds {seed}")
-        rows.append((seed.pop(), {v: s[s["selected"]] for v, s in pair.items()}))
-    # Runs without a test split (FERPlus on FER2013Valid; older FER2013 face-trunk runs that selected and reported
-    # on PublicTest) get the val columns only.
-    keys = [(k, name) for k, name in KEYS if all(r[1][v].get(k) is not None for r in rows for v in r[1])]
-    head = " | ".join(f"{name} baseline | {name} FDRL | {name} diff" for _, name in keys)
-    print(f"| seed | {head} |")
-    print("|---" * (1 + 3 * len(keys)) + "|")
-    for seed, sel in rows:
-        cells = " | ".join(f"{pct(sel['baseline'][k])} | {pct(sel['fdrl'][k])} | "
-                           f"{100 * (sel['fdrl'][k] - sel['baseline'][k]):+.2f}" for k, _ in keys)
-        print(f"| {seed} | {cells} |")
-    if len(rows) > 1:
-        def ms(values: list[float], signed: bool = False) -> str:
-            return f"{100 * statistics.mean(values):{'+' if signed else ''}.2f} ± {100 * statistics.stdev(values):.2f}"
+        pairs.append((seed.pop(), {v: s[s["selected"]] for v, s in pair.items()}))
+    return seeds_table(pairs)
 
-        cells = " | ".join(
-            f"{ms([r[1]['baseline'][k] for r in rows])} | {ms([r[1]['fdrl'][k] for r in rows])} | "
-            f"{ms([r[1]['fdrl'][k] - r[1]['baseline'][k] for r in rows], signed=True)}" for k, _ in keys)
-        print(f"| mean ± std ({len(rows)} seeds) | {cells} |")
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", action="store_true", help="the pair folders are seeds of one experiment")
+    p.add_argument("--json", default=None, help="also write the table as a result file (for results/)")
+    p.add_argument("dirs", nargs="+", help="pair folders, each with baseline/ and fdrl/ run folders")
+    args = p.parse_args(argv)
+    table = pairs_of_seeds(args.dirs) if args.seeds else runs_table(args.dirs)
+    print(render_table([table], None))
+    if args.json:
+        write_result(args.json, table, ["scripts/results_table.py", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--seeds"]:
-        seeds(sys.argv[2:])
-    else:
-        main(sys.argv[1:])
+    main()
