@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _record import run_record, write_json
+from fdrl.records import run_record, write_json
 
 
 def main() -> None:

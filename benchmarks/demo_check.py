@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from _record import run_record, write_json
+from fdrl.records import run_record, write_json
 
 
 def main() -> int:

@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _record import run_record, write_json
 from PIL import Image
+
+from fdrl.records import run_record, write_json
 
 CANVAS = (1280, 720)
 GRID = (3, 2)

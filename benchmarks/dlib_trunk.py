@@ -17,9 +17,9 @@ import os
 import time
 
 import torch
-from _record import run_record, write_json
 
 from fdrl.models.dlib_resnet import DlibResNet29Trunk, compute_min_input_size, load_dlib_resnet
+from fdrl.records import run_record, write_json
 
 
 def probe_min_size(model: DlibResNet29Trunk) -> int:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _record import run_record, write_json
 from PIL import Image
+
+from fdrl.records import run_record, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def compose_photo(fer_root: Path, out: Path) -> tuple[Path, str]:
 
 def main() -> None:
     import fdrl
-    from fdrl.data.tensors import tta_views
+    from fdrl.data.preprocess import tta_views
     from fdrl.inference.lookup import default_checkpoint
     from fdrl.inference.packaged import TTA_MODES
 

@@ -15,11 +15,11 @@ import tempfile
 import time
 
 import torch
-from _record import run_record, write_json
 
 from fdrl.data.preprocess import BatchTransform
 from fdrl.data.registry import create_dataset
 from fdrl.data.tensors import decode_dataset
+from fdrl.records import run_record, write_json
 
 
 def main() -> None:

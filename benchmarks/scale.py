@@ -42,7 +42,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _record import run_record, write_json
+
+from fdrl.records import run_record, write_json
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 EVAL_PER_SPLIT = 70

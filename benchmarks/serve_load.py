@@ -28,8 +28,9 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
-from _record import run_record, write_json
 from PIL import Image
+
+from fdrl.records import run_record, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ("PublicTest_10130075.jpg", "PublicTest_10248771.jpg")

@@ -17,7 +17,8 @@ import sys
 import time
 
 import torch
-from _record import run_record, write_json
+
+from fdrl.records import run_record, write_json
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _record import run_record, write_json
+
+from fdrl.records import run_record, write_json
 
 SYNONYMS = {"happiness": "happy", "sadness": "sad", "anger": "angry"}
 SETS = {"sfew": "train", "ferplus": "val", "fer2013": "test"}  # the split read; a model trained on a set skips it

@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
-    ("fdrl.errors", "fdrl.literals", "fdrl.shipped", "fdrl.recipes"),
+    ("fdrl.errors", "fdrl.literals", "fdrl.shipped", "fdrl.recipes", "fdrl.records"),
     ("fdrl.models",),
     ("fdrl.losses", "fdrl.optim"),
     ("fdrl.runtime",),
@@ -143,5 +143,5 @@ def test_every_module_is_described_on_the_architecture_page():
     """Each module file of the package is named on the architecture page (a new module gets its one concern)."""
     page = (SRC.parent / "docs" / "architecture.md").read_text()
     missing = sorted(name for name, path in MODULES.items()
-                     if path.name != "__init__.py" and f"`{path.name}`" not in page and f"**`{path.name}`**" not in page)
+                     if path.name != "__init__.py" and f"`{path.name}`" not in page)
     assert not missing, f"modules without a line on docs/architecture.md: {missing}"
