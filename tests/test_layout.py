@@ -18,6 +18,7 @@ LAYERS = [
     ("fdrl.checkpoint",),
     ("fdrl.data",),
     ("fdrl.engine",),
+    ("fdrl.reproduce",),
     ("fdrl.inference",),
     ("fdrl.cli", "fdrl"),
 ]

@@ -12,6 +12,7 @@ import sys
 from .errors import FdrlError
 from .faces import DEFAULT_DETECTOR, DEFAULT_MARGIN, DETECTORS  # numpy and PIL, never torch
 from .inference.packaged import DEFAULT_MODEL, DEFAULT_TTA, PACKAGED_MODELS, TTA_MODES, WHOLE_IMAGE_MAX_SIDE
+from .reproduce.command import add_parser as add_reproduce_parser  # argparse only; its handler imports the rest
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default="cpu", help=DEVICE_HELP)
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_cmd_serve)
+
+    add_reproduce_parser(sub)
     return p
 
 
