@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import DataError, FdrlError
+from ..errors import ConfigError, DataError, FdrlError
 
 
 def _quiet(msg: str) -> None:
@@ -59,7 +59,7 @@ def _write_json(path: Path, info: dict[str, Any]) -> None:
 def split_file(src: Path, part_bytes: int) -> list[str]:
     """Cut ``src`` into ``<name>.part0``, ``.part1``, ... of at most ``part_bytes`` beside it, and remove it."""
     if part_bytes < 1:
-        raise ValueError(f"part size must be positive, got {part_bytes}")
+        raise ConfigError(f"part size must be positive, got {part_bytes} bytes")
     for old in src.parent.glob(f"{src.name}.part*"):
         old.unlink()
     names = []
@@ -130,7 +130,7 @@ def pack_folder(root: str | os.PathLike[str], archive: str | os.PathLike[str], e
         raise DataError(f"{root}: no files to pack" + (f" (all {left} excluded)" if left else ""))
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp, source_bytes = archive.with_name(f".{archive.name}.tmp"), 0
-    with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz, \
+    with tmp.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in keep:
             data = (root / rel).read_bytes()
