@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tarfile
 import time
@@ -345,3 +346,32 @@ def test_supervise_leaves_no_run_behind_when_interrupted(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         supervise([r], parallel=1, deadline=None, env=dict(os.environ), on_end=lambda _r: None, log=interrupt)
     assert r.proc is not None and r.proc.poll() is not None  # terminated, not left training
+
+
+def _script(*args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "transfer.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_transfer_script_packs_joins_and_exports_a_trunk(fer_tree, tmp_path):
+    res = _script("pack", str(fer_tree), str(tmp_path / "d.tar.gz"), "--exclude", "test/*/PrivateTest_*",
+                  "--part-mib", "0.002")
+    assert res.returncode == 0 and "packed 35 files" in res.stdout, res.stderr
+    res = _script("join", str(tmp_path / "d.tar.gz.json"), str(tmp_path / "joined.tar.gz"))
+    assert res.returncode == 0 and "verified" in res.stdout, res.stderr
+    assert len(list(unpack_archive(tmp_path / "joined.tar.gz", tmp_path / "un").rglob("*.jpg"))) == 35
+    res = _script("trunk", "fer2013", str(tmp_path / "t.pt"))
+    assert res.returncode == 2 and "starts from no pretrained weights" in res.stderr
+    # a recipe whose trunk starts from a weights file: exported in fp16, and loadable as the trunk of a run
+    model = fdrl.create_model("fdrl_resnet18", num_classes=7)
+    torch.save(model.backbone.state_dict(), tmp_path / "trunk32.pt")
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(f"inherit: fer2013\ntrunk: {{pretrained_path: {tmp_path / 'trunk32.pt'}}}\n")
+    res = _script("trunk", str(recipe), str(tmp_path / "trunk16.pt"))
+    assert res.returncode == 0 and "float16" in res.stdout, res.stderr
+    half = torch.load(tmp_path / "trunk16.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in half.values() if v.is_floating_point())
+    cfg = load_config(recipe, [f"trunk.pretrained_path={tmp_path / 'trunk16.pt'}"])
+    again = fdrl.create_model(cfg.model_name, num_classes=7, **cfg.model_options())
+    w = "conv1.weight"
+    torch.testing.assert_close(again.backbone.state_dict()[w], model.backbone.state_dict()[w].half().float())
