@@ -203,11 +203,9 @@ def resolve_device(device: str) -> str:
 
 
 def default_parallel(device: str, n_runs: int) -> tuple[int, str]:
-    """How many runs share the device, and why."""
+    """How many runs share the device by default, and why (an exclusive compute mode is checked by the caller)."""
     if not device.startswith("cuda"):
         return 1, "CPU: one run at a time, with every core"
-    if "exclusive" in _nvidia_smi("compute_mode", device).lower():
-        return 1, "the GPU's compute mode is exclusive: one process at a time"
     mem = _nvidia_smi("memory.total", device).split()
     gib = float(mem[0]) / 1024 if mem and mem[0].replace(".", "").isdigit() else None
     if gib is None:
@@ -336,10 +334,12 @@ class Reproduction:
                 self.logfile.close()
 
     def _stages(self) -> dict[str, Any]:
-        # 1. Everything that can be wrong with the recipe, the protocol or the data, before any file is written.
+        # 1. Everything that can be wrong with the recipe, the protocol or the data, before any file is written
+        # (the recipe and the protocol before an archive is unpacked).
+        given = Path(self.data)
+        protocol = check_protocol(self.config(self.seeds[0], "fdrl", given, self.epochs), self.recipe)
         root = self.data_root()
         first = self.config(self.seeds[0], "fdrl", root, self.epochs)
-        protocol = check_protocol(first, self.recipe)
         twin = self.config(self.seeds[0], "baseline", root, self.epochs)
         if (twin.data, twin.trunk) != (first.data, first.trunk):  # --baseline changes the head alone
             raise ConfigError(f"recipe {self.recipe}: its baseline twin trains on other data or another trunk")
@@ -361,24 +361,25 @@ class Reproduction:
             return self.results()
         parallel, why = (self.parallel, "as asked") if self.parallel else default_parallel(
             self.info["device"], len(todo))
+        if parallel > 1 and self.info["device"].startswith("cuda") and \
+                "exclusive" in _nvidia_smi("compute_mode", self.info["device"]).lower():
+            parallel, why = 1, "the GPU's compute mode is exclusive: one process at a time"
         parallel = min(parallel, len(todo))
         threads = _threads_per_run(parallel)
         plan.update(parallel=parallel, parallel_why=why, threads_per_run=threads)
         deadline = None if self.budget_s is None else self.t0 + self.budget_s - RESERVE_S
         # 3. The cache, once; then the epoch count: the request, or what the budget fits (a probe measures it).
         self.prepare(todo, root)
-        if epochs is None:
-            epochs = requested
-            plan.update(requested_epochs=requested, epochs=epochs,
-                        why="as requested" if self.epochs else "the recipe's train.epochs")
+        if epochs is None:  # recorded only once chosen: a call that stops before plans again on --resume
+            epochs, why = requested, "as requested" if self.epochs else "the recipe's train.epochs"
             if self.budget_s is not None:
-                epochs = self.probe_and_plan(todo, root, requested, n_train, first.train.batch_size, parallel,
-                                             deadline)
+                epochs, why = self.probe_and_plan(todo, root, requested, n_train, first.train.batch_size,
+                                                  parallel, deadline)
                 if epochs < 1:
                     for r in todo:
                         r.status = "not started (the budget fits no epoch)"
-                    raise TrainingError(f"--budget-s {self.budget_s:g}: no epoch fits ({plan['why']}); nothing "
-                                        f"trained")
+                    raise TrainingError(f"--budget-s {self.budget_s:g}: no epoch fits ({why}); nothing trained")
+            plan.update(requested_epochs=requested, epochs=epochs, why=why)
             for r in todo:
                 r.overrides = self.run_overrides(r.seed, root, epochs)
         # 4. The runs, side by side under the guard; the results are rewritten as each one ends.
@@ -428,9 +429,9 @@ class Reproduction:
             self.log(f"decoded seed {seed}'s splits into the cache in {time.time() - t:.1f} s")
 
     def probe_and_plan(self, todo: list[Run], root: Path, requested: int, n_train: int, batch_size: int,
-                       parallel: int, deadline: float) -> int:
+                       parallel: int, deadline: float) -> tuple[int, str]:
         """Run the first wave of runs for two short epochs side by side, and choose the epoch count whose runs
-        all end before ``deadline``."""
+        all end before ``deadline``; returns it and why."""
         assert self.work is not None
         plan = self.info["plan"]
         steps = max(1, n_train // batch_size)
@@ -445,13 +446,13 @@ class Reproduction:
         probe: Probe = measure(probes, probe_steps)
         waves = math.ceil(len(todo) / parallel)
         epochs, epoch_s = plan_epochs(requested, probe, steps, (deadline - time.time()) / waves)
-        plan.update(epochs=epochs, steps_per_epoch=steps, estimated_epoch_s=round(epoch_s, 1),
-                    probe={k: round(v, 4) for k, v in vars(probe).items()},
-                    why=("as requested" if epochs == requested else
-                         f"fewer than the {requested} requested, so that the runs end inside the budget")
-                    + f"; probe: {probe.step_s * 1000:.0f} ms/step, {probe.epoch_overhead_s:.1f} s validation per "
-                      f"epoch, {probe.startup_s:.0f} s start, {probe.finish_s:.0f} s finish; {waves} wave(s)")
-        return epochs
+        plan.update(steps_per_epoch=steps, estimated_epoch_s=round(epoch_s, 1),
+                    probe={k: round(v, 4) for k, v in vars(probe).items()})
+        why = ("as requested" if epochs == requested else
+               f"fewer than the {requested} requested, so that the runs end inside the budget")
+        return epochs, why + (f"; probe: {probe.step_s * 1000:.0f} ms/step, {probe.epoch_overhead_s:.1f} s "
+                              f"validation per epoch, {probe.startup_s:.0f} s start, {probe.finish_s:.0f} s finish; "
+                              f"{waves} wave(s)")
 
     # ---------------------------------------------------------------------------------------------- outputs
     def results(self) -> dict[str, Any]:
