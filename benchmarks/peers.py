@@ -282,22 +282,13 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f} %"
 
 
-def _results_tables():
-    """``scripts/results_tables.py``, the one renderer of the docs' tables (a script, so loaded by path)."""
-    import importlib.util
-
-    path = RUNNERS.parents[1] / "scripts" / "results_tables.py"
-    spec = importlib.util.spec_from_file_location("results_tables", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """The rows as one text table, or as the Markdown table the docs print (``scripts/results_tables.py``); a
+    """The rows as one text table, or as the Markdown table the docs print (:mod:`fdrl.tables`); a
     failed peer's row carries its reason."""
     if markdown:
-        return _results_tables().peers_markdown(rows)
+        from fdrl.tables import peers_markdown
+
+        return peers_markdown(rows)
     head = ["peer", "version", "mode", "accuracy", "mean class acc.", "no face", "errors", "faces/s", "note"]
     body = []
     for r in rows:

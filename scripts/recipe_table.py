@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from results_tables import recipe_table, render_table, write_result
+
+from fdrl.tables import recipe_table, render_table, write_result
 
 
 def flat(d: dict, prefix: str = "") -> dict[str, object]:

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from results_tables import PAIR_COLUMNS, pair_row, render_table, seeds_table, write_result
+from fdrl.tables import PAIR_COLUMNS, pair_row, render_table, seeds_table, write_result
 
 
 def read_summary(path: Path) -> dict:

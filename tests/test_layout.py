@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
-    ("fdrl.errors", "fdrl.literals", "fdrl.shipped", "fdrl.recipes", "fdrl.records"),
+    ("fdrl.errors", "fdrl.literals", "fdrl.shipped", "fdrl.recipes", "fdrl.records", "fdrl.tables"),
     ("fdrl.models",),
     ("fdrl.losses", "fdrl.optim"),
     ("fdrl.runtime",),
@@ -20,6 +20,7 @@ LAYERS = [
     ("fdrl.data",),
     ("fdrl.engine",),
     ("fdrl.research",),
+    ("fdrl.reproduce",),
     ("fdrl.inference",),
     ("fdrl.cli", "fdrl"),
 ]
@@ -145,3 +146,27 @@ def test_every_module_is_described_on_the_architecture_page():
     missing = sorted(name for name, path in MODULES.items()
                      if path.name != "__init__.py" and f"`{path.name}`" not in page)
     assert not missing, f"modules without a line on docs/architecture.md: {missing}"
+
+
+def _outside_scripts() -> list[Path]:
+    """Scripts and benchmarks, which use the package as a user does. The peer runners in benchmarks/peers/ are
+    left out: they run inside each peer's own environment, where fdrl is not installed, and share one protocol
+    module there."""
+    root = SRC.parent
+    return sorted([*(root / "scripts").glob("*.py"), *(root / "benchmarks").glob("*.py")])
+
+
+@pytest.mark.parametrize("path", _outside_scripts(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_scripts_use_the_installed_package_only(path):
+    """No ``sys.path`` edits, no import of another script or benchmark, no private (``_name``) fdrl module."""
+    siblings = {p.stem for p in _outside_scripts()} | {p.stem for p in (SRC.parent / "benchmarks").glob("*.py")}
+    text = path.read_text()
+    assert "sys.path" not in text, f"{path.name} edits sys.path"
+    assert "spec_from_file_location" not in text, f"{path.name} loads a module by its path"
+    for node in ast.walk(ast.parse(text)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        for name in names:
+            assert name.split(".")[0] not in siblings, f"{path.name} imports the script {name}"
+            assert not any(part.startswith("_") and not part.startswith("__") for part in name.split(".")
+                           if name.startswith("fdrl")), f"{path.name} imports the private module {name}"

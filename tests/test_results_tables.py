@@ -1,7 +1,6 @@
-"""scripts/results_tables.py: every table of the docs is what its result files give, a figure typed into a table by
-hand is caught, and each kind of result file (the runs' and the benchmarks' JSON) renders."""
+"""fdrl.tables and scripts/results_tables.py: every table of the docs is what its result files give, a figure
+typed into a table by hand is caught, and each kind of result file (the runs' and the benchmarks' JSON) renders."""
 
-import importlib.util
 import io
 import json
 import shutil
@@ -11,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
+import fdrl.tables as rt
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "results_tables.py"
-spec = importlib.util.spec_from_file_location("results_tables", SCRIPT)
-rt = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rt)
 
 
 def _copy_repo(tmp_path: Path) -> Path:

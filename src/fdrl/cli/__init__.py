@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import FdrlError
-from . import catalog, data, inference, training
+from . import catalog, data, inference, reproduce, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_parsers(sub)  # demo, train, eval, explain
     data.add_parsers(sub)  # data, prepare
     inference.add_parsers(sub)  # predict, export, serve
+    reproduce.add_parsers(sub)  # reproduce
     return p
 
 
