@@ -483,3 +483,35 @@ def test_data_check_with_missing_root_fails(tmp_path, capsys):
     assert code != 0, "a data check that could read nothing must not exit 0"
     assert "fer2013/train: unavailable" in err and "nowhere" in err
     assert "3 of 3 split(s) of fer2013 could not be read (train, val, test); check --root" in err
+
+
+def test_augment_names_are_one_list():
+    """The config's choices of data.augment are exactly the presets BatchTransform knows."""
+    import typing
+
+    from fdrl.config import DataConfig
+    from fdrl.data.preprocess import AUGMENT_PRESETS
+
+    assert set(typing.get_args(typing.get_type_hints(DataConfig)["augment"])) == set(AUGMENT_PRESETS)
+
+
+def test_photo_augmentation_blurs_and_is_reproducible():
+    """The photo preset's blur smooths each face by its own sigma, and its draws are a function of the generator
+    (so --resume repeats them exactly)."""
+    from fdrl.data.preprocess import BatchTransform, _gaussian_blur
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 48, 48)
+    y = _gaussian_blur(x, torch.tensor([0.3, 1.5]))
+    assert y.shape == x.shape
+    rough = [float((t[..., 1:] - t[..., :-1]).abs().mean()) for t in (x[1], y[0], y[1])]
+    assert rough[0] > rough[1] > rough[2]  # more blur, less pixel-to-pixel change
+    flat = torch.full((1, 1, 16, 16), 0.5)
+    assert torch.allclose(_gaussian_blur(flat, torch.tensor([1.0])), flat, atol=1e-6)  # a blur keeps the mean
+    t = BatchTransform((0.5,) * 3, (0.25,) * 3, "photo")
+    faces = torch.randint(0, 255, (16, 1, 48, 48), dtype=torch.uint8)
+    a = t(faces, train=True, generator=torch.Generator().manual_seed(3))
+    b = t(faces, train=True, generator=torch.Generator().manual_seed(3))
+    c = t(faces, train=True, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c) and torch.isfinite(a).all()
+    assert torch.equal(t(faces), BatchTransform((0.5,) * 3, (0.25,) * 3, "none")(faces))  # evaluation: no draws

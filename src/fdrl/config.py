@@ -72,7 +72,7 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     val_fraction: float = 0.1  # carved, seeded and stratified, from train where a benchmark has no val split
-    augment: Literal["none", "basic", "fer", "extended"] = "basic"
+    augment: Literal["none", "basic", "fer", "extended", "photo"] = "basic"  # data.preprocess.AUGMENT_PRESETS
     cache: bool = True  # decode once into a memory-mapped uint8 file per split (docs/scale.md)
     cache_dir: str | None = None  # None: ~/.cache/fdrl
     decode_workers: int | None = None  # processes for the first decode; None: every available core

@@ -12,6 +12,7 @@ on faces that arrive as a tensor, and :func:`tta_views` for test-time views. The
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,13 +51,43 @@ def resize_batch(x: torch.Tensor, size: int, source_size: int | None = None) -> 
     return resize(x, size)
 
 
+@dataclass(frozen=True)
+class Augment:
+    """One preset of batched training augmentation (each draw is per face unless said otherwise)."""
+
+    zoom: tuple[float, float] = (1.0, 1.0)  # the face's scale range: > 1 zooms in (a smaller window), < 1 out
+    shift: float = 0.0  # max translation, fraction of the side
+    rotate: float = 0.0  # max rotation, degrees
+    flip: bool = False  # horizontal flip with probability 0.5
+    jitter: float = 0.0  # brightness and contrast strength
+    erase: float = 0.0  # probability of a random erased rectangle (occlusion)
+    blur: float = 0.0  # probability of a Gaussian blur, sigma 0.3-1.5 px at 48 px (defocus, motion, compression)
+    lowres: float = 0.0  # probability of a round trip through 0.3-0.7 of the side (one factor per batch)
+
+
 AUGMENT_PRESETS = {
-    # scale range (zoom in), max translation (fraction), max rotation (deg), flip, jitter, erasing prob
-    "none": (1.0, 1.0, 0.0, 0.0, False, 0.0, 0.0),
-    "basic": (1.0, 1.15, 0.07, 0.0, True, 0.0, 0.0),  # resize + random crop + flip (paper, spec §3.2)
-    "fer": (1.0, 1.2, 0.1, 10.0, True, 0.3, 0.25),  # small grayscale faces: + rotation, jitter, erasing
-    "extended": (1.0, 1.2, 0.1, 20.0, True, 0.0, 0.5),  # PinJui's extras (spec §5.11)
+    "none": Augment(),
+    "basic": Augment(zoom=(1.0, 1.15), shift=0.07, flip=True),  # resize + random crop + flip (paper, spec §3.2)
+    "fer": Augment(zoom=(1.0, 1.2), shift=0.1, rotate=10.0, flip=True, jitter=0.3, erase=0.25),  # small grey faces
+    "extended": Augment(zoom=(1.0, 1.2), shift=0.1, rotate=20.0, flip=True, erase=0.5),  # PinJui's extras (§5.11)
+    # what a face cut out of a photo looks like beside a tight 48 px crop: framed wider or tighter, tilted, lit
+    # differently, partly covered, out of focus or from a low-resolution source
+    "photo": Augment(zoom=(0.85, 1.25), shift=0.1, rotate=15.0, flip=True, jitter=0.4, erase=0.3, blur=0.3,
+                     lowres=0.3),
 }
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each face of ``x`` (B, C, S, S) blurred with its own ``sigma`` (B,) px: one separable grouped convolution."""
+    b, c, s, _ = x.shape
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    k = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    w = torch.exp(-k.view(1, -1) ** 2 / (2 * sigma.view(-1, 1).clamp_min(1e-3) ** 2))
+    w = (w / w.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, K)
+    y = F.pad(x.reshape(1, b * c, s, s), (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, w.view(b * c, 1, 1, -1), groups=b * c)
+    y = F.conv2d(y, w.view(b * c, 1, -1, 1), groups=b * c)
+    return y.view(b, c, s, s)
 
 
 class BatchTransform:
@@ -79,7 +110,8 @@ class BatchTransform:
         x = self.normalize(x)
         if not train or self.augment == "none":
             return x.contiguous()
-        smin, smax, shift, rot, flip, jitter, erase = AUGMENT_PRESETS[self.augment]
+        aug = AUGMENT_PRESETS[self.augment]
+        (smin, smax), shift, rot, flip, jitter, erase = aug.zoom, aug.shift, aug.rotate, aug.flip, aug.jitter, aug.erase
         b, dev = x.shape[0], x.device
 
         def rand(*shape: int) -> torch.Tensor:
@@ -109,6 +141,18 @@ class BatchTransform:
             box = ((yy - cy.view(-1, 1, 1)).abs() < eh.view(-1, 1, 1) / 2) & \
                   ((xx - cx.view(-1, 1, 1)).abs() < ew.view(-1, 1, 1) / 2) & on.view(-1, 1, 1)
             x = x.masked_fill(box.unsqueeze(1), 0.0)
+        if aug.blur > 0:  # drawn after the others, so the presets without it keep their draws
+            on = rand(b) < aug.blur
+            sigma = (0.3 + 1.2 * rand(b)) * x.shape[-1] / 48
+            if bool(on.any()):
+                x = torch.where(on.view(-1, 1, 1, 1), _gaussian_blur(x, sigma), x)
+        if aug.lowres > 0:
+            on = rand(b) < aug.lowres
+            side = max(8, round(x.shape[-1] * (0.3 + 0.4 * float(rand(1)))))
+            if bool(on.any()):
+                small = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+                back = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = torch.where(on.view(-1, 1, 1, 1), back, x)
         return x.contiguous()
 
 
