@@ -111,6 +111,11 @@ def markdown_table(heads: Sequence[str], body: Iterable[Sequence[str]], align: S
     return "\n".join([line(heads), rule, *(line(cells) for cells in body)])
 
 
+def columns(*specs: tuple[str, str, str]) -> list[dict[str, Any]]:
+    """Column records from ``(key, head, cell template)`` triples."""
+    return [{"key": key, "head": head, "cell": cell} for key, head, cell in specs]
+
+
 def render_rows(columns: Sequence[dict[str, Any]], rows: Iterable[dict[str, Any]], compact_empty: bool = False,
                 ) -> str:
     """Rows of fields through columns (``key``, ``head``, ``cell``, optional ``missing`` and ``align``). A field
@@ -271,12 +276,9 @@ def render_head_seeds(files: Sequence[dict[str, Any]], view: str | None) -> str:
 def render_train_throughput(files: Sequence[dict[str, Any]], view: str | None) -> str:
     """``benchmarks/train_throughput.py --json`` files: a row per input size and model."""
     rows = [{"input": f"{f['input_size']} px", **r} for f in files for r in f["rows"]]
-    return render_rows([
-        {"key": "input", "head": "input", "cell": "{input}"},
-        {"key": "model", "head": "model", "cell": "{model}"},
-        {"key": "img_s", "head": "train img/s", "cell": "{images_per_second:.1f}"},
-        {"key": "ms_step", "head": "ms/step", "cell": "{ms_per_step:.1f}"},
-        {"key": "peak", "head": "peak RSS MB", "cell": "{peak_memory_mb:.1f}"}], rows)
+    return render_rows(columns(("input", "input", "{input}"), ("model", "model", "{model}"),
+        ("img_s", "train img/s", "{images_per_second:.1f}"), ("ms_step", "ms/step", "{ms_per_step:.1f}"),
+        ("peak", "peak RSS MB", "{peak_memory_mb:.1f}")), rows)
 
 
 def render_inference(files: Sequence[dict[str, Any]], view: str | None) -> str:
@@ -287,12 +289,9 @@ def render_inference(files: Sequence[dict[str, Any]], view: str | None) -> str:
         base = {r["batch"]: r["faces_per_s"] for r in f["rows"] if r["model"].startswith("baseline")}
         rows += [r | {"vs_baseline": r["faces_per_s"] / base[r["batch"]] if r["batch"] in base else None}
                  for r in f["rows"]]
-    return render_rows([
-        {"key": "model", "head": "model", "cell": "{model}"},
-        {"key": "batch", "head": "batch", "cell": "{batch}"},
-        {"key": "faces_s", "head": "faces/s", "cell": "{faces_per_s:.1f}"},
-        {"key": "ms_face", "head": "ms/face", "cell": "{ms_per_face:.2f}"},
-        {"key": "vs", "head": "vs baseline", "cell": "{vs_baseline:.2f}"}], rows)
+    return render_rows(columns(("model", "model", "{model}"), ("batch", "batch", "{batch}"),
+        ("faces_s", "faces/s", "{faces_per_s:.1f}"), ("ms_face", "ms/face", "{ms_per_face:.2f}"),
+        ("vs", "vs baseline", "{vs_baseline:.2f}")), rows)
 
 
 def render_detectors(files: Sequence[dict[str, Any]], view: str | None) -> str:
