@@ -86,3 +86,22 @@ def test_onnx_shape_mismatch_names_file_and_expected_shape(ckpt, tmp_path):
     with pytest.raises(CheckpointError, match=r"m\.onnx: the ONNX model expects input 'images' of shape") as e:
         rec.backend(torch.zeros(1, 3, size + 8, size + 8))
     assert "got [1, 3," in str(e.value)
+
+
+def test_one_table_of_model_formats(ckpt, tmp_path):
+    """The export command's --format choices, the exporter and the loader read the same formats table: a file is
+    run by the backend its format names, whatever its suffix."""
+    from fdrl.cli import build_parser
+    from fdrl.inference.backends import TorchBackend, TorchScriptBackend, open_backend
+    from fdrl.inference.formats import EXPORT_FORMATS, FORMATS, export_model, format_of
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["export"]
+    choices = next(a for a in sub._actions if a.dest == "format").choices
+    assert tuple(choices) == EXPORT_FORMATS == tuple(n for n, f in FORMATS.items() if f.exporter)
+    assert format_of(tmp_path / "m.onnx") is FORMATS["onnx"] and format_of(ckpt) is FORMATS["checkpoint"]
+    assert isinstance(open_backend(ckpt), TorchBackend)
+    export_model(ckpt, tmp_path / "m.pt", "torchscript")
+    assert format_of(tmp_path / "m.pt") is FORMATS["torchscript"]
+    assert isinstance(open_backend(tmp_path / "m.pt"), TorchScriptBackend)
+    with pytest.raises(ValueError, match="export format must be one of"):
+        export_model(ckpt, tmp_path / "m.x", "tflite")
