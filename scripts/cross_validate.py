@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fdrl.data.registry import fold_splits
 from fdrl.engine.decomposition import EPOCH_FIGURES as DECOMPOSITION
 from fdrl.recipes import names_a_file
 
@@ -53,9 +54,10 @@ def train_cell(arm: tuple[str, str, list[str]], seed: int, fold: int, args: argp
     if (d / "summary.json").is_file():
         return d
     source = ["--config", config] if names_a_file(config) else ["--recipe", config]
+    train, _, test = fold_splits(fold, base=args.split)
     cmd = [sys.executable, "-m", "fdrl.cli", "train", *source, "--out", str(d),
-           "--set", f"data.root={args.root}", "--set", f"data.train_split={args.split}/fold{fold}/train",
-           "--set", "data.val_split=null", "--set", f"data.test_split={args.split}/fold{fold}/test",
+           "--set", f"data.root={args.root}", "--set", f"data.train_split={train}",
+           "--set", "data.val_split=null", "--set", f"data.test_split={test}",
            "--set", f"data.options.num_folds={args.folds}", "--set", f"train.seed={seed}",
            "--set", f"train.num_threads={args.threads}", "--set", "train.select=last",
            "--set", "report.plots=false", "--set", "report.tsne=false"]

@@ -99,6 +99,15 @@ def refuse_test_split(name: str, split: str | None, purpose: str) -> None:
                         f"Use a validation split such as 'train/holdout' (carved from train, data.val_fraction).")
 
 
+def fold_splits(fold: int, base: str | None = None) -> tuple[str, str | None, str]:
+    """The (train, validation, test) split names of fold ``fold``: a sequence set's ``fold<k>/...`` (training on
+    ``fold<k>/train/fit``, selecting on ``fold<k>/train/holdout``), or, with ``base``, the folds cut from a flat
+    set's split (``<base>/fold<k>/train`` and ``/test``; no validation split: the last epoch is reported)."""
+    if base is None:
+        return f"fold{fold}/train/fit", f"fold{fold}/train/holdout", f"fold{fold}/test"
+    return f"{base}/fold{fold}/train", None, f"{base}/fold{fold}/test"
+
+
 def has_official_val(name: str, root: str | None) -> bool:
     """Whether ``val`` is the publisher's own split (else it means ``train/holdout``); a folder tree may have one."""
     info = dataset_info(name)

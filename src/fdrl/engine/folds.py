@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..data.registry import fold_splits
 from .trainer import train
 
 
@@ -21,8 +22,7 @@ def train_folds(cfg: TrainConfig, out: str | Path, k: int, resume: bool = False)
     for fold in range(k):
         c = copy.deepcopy(cfg)
         c.data.options = {**c.data.options, "num_folds": k}
-        c.data.train_split, c.data.val_split, c.data.test_split = (
-            f"fold{fold}/train/fit", f"fold{fold}/train/holdout", f"fold{fold}/test")
+        c.data.train_split, c.data.val_split, c.data.test_split = fold_splits(fold)
         fold_dir = out / f"fold{fold}"
         s = train(c, fold_dir, resume=resume and (fold_dir / "last.pt").is_file())
         accs.append(s["test_accuracy"])
