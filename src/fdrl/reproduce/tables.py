@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ..tables import markdown_table
 from .runs import Run
 
 # The figures of each run's selected checkpoint: the test figures first, the validation figure beside them.
@@ -57,19 +58,20 @@ def results_markdown(table: dict[str, Any], header: list[str], val_split: str | 
     """``header`` lines, then one row per seed and the mean ± std row; every figure in %."""
     names = {"test_accuracy": f"test acc ({test_split})", "test_mean_class_accuracy": f"test mean-class ({test_split})",
              "val_accuracy": f"val acc ({val_split or 'no validation split'})"}
-    cols = " | ".join(f"baseline {names[k]} | FDRL {names[k]} | diff" for k in METRICS)
-    lines = [*header, "", f"| seed | {cols} | selected epoch (baseline / FDRL) | wall s | status |",
-             "|---" * (4 + 3 * len(METRICS)) + "|"]
+    heads = ["seed", *(h for k in METRICS for h in (f"baseline {names[k]}", f"FDRL {names[k]}", "diff")),
+             "selected epoch (baseline / FDRL)", "wall s", "status"]
+    body = []
     for row in table["rows"]:
         b, f, d = row["baseline"], row["fdrl"], row["diff"]
-        cells = " | ".join(f"{_pct(b.get(k))} | {_pct(f.get(k))} | {_pct(d[k], True)}" for k in METRICS)
         wall = " / ".join("–" if w is None else f"{w:.0f}" for w in row["wall_s"].values())
-        lines.append(f"| {row['seed']} | {cells} | {b.get('epoch', '–')} / {f.get('epoch', '–')} | {wall} "
-                     f"| {' / '.join(row['status'].values())} |")
+        figures = (c for k in METRICS for c in (_pct(b.get(k)), _pct(f.get(k)), _pct(d[k], True)))
+        body.append([str(row["seed"]), *figures, f"{b.get('epoch', '–')} / {f.get('epoch', '–')}", wall,
+                     " / ".join(row["status"].values())])
     ms, n = table["mean_std"], table["complete_pairs"]
-    means = " | ".join(f"{_mean_std(ms['baseline'][k])} | {_mean_std(ms['fdrl'][k])} | "
-                       f"{_mean_std(ms['diff'][k], True)}" for k in METRICS)
-    lines.append(f"| mean ± std ({n} complete pair{'' if n == 1 else 's'}) | {means} | | | |")
+    body.append([f"mean ± std ({n} complete pair{'' if n == 1 else 's'})",
+                 *(c for k in METRICS for c in (_mean_std(ms["baseline"][k]), _mean_std(ms["fdrl"][k]),
+                                                _mean_std(ms["diff"][k], True))), "", "", ""])
+    lines = [*header, "", markdown_table(heads, body, compact_empty=True)]
     if n:
         lines += ["", f"FDRL is ahead of its baseline in test accuracy in {table['fdrl_ahead']} of {n} seed"
                   f"{'' if n == 1 else 's'}."]
