@@ -31,16 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fdrl.data.datasets import canonical_class
 from fdrl.records import run_record, write_json
 
-SYNONYMS = {"happiness": "happy", "sadness": "sad", "anger": "angry"}
 SETS = {"sfew": "train", "ferplus": "val", "fer2013": "test"}  # the split read; a model trained on a set skips it
 SELECTED_ON = {("ferplus", "fer2013"): "selected on these images (FERPlus labels)"}  # (trained on, set) -> note
 PHOTO_SETS = {"sfew"}  # colour photos of faces, where the detector's part is measured too
-
-
-def canonical(name: str) -> str:
-    return SYNONYMS.get(name.lower(), name.lower())
 
 
 def score(pred: list[str | None], truth: list[str]) -> dict[str, float]:
@@ -53,7 +49,7 @@ def score(pred: list[str | None], truth: list[str]) -> dict[str, float]:
 
 def evaluate(rec, images, truth: list[str], model_classes: list[str]) -> dict:
     """One pass of ``rec`` over ``images`` (PIL): accuracy with and without the whole-image reading."""
-    labels = [canonical(c) for c in model_classes]
+    labels = [canonical_class(c) for c in model_classes]
     t0 = time.perf_counter()
     res = rec.predict(images)
     seconds = time.perf_counter() - t0
@@ -81,7 +77,8 @@ def run(model: str | None, checkpoint: str | None, roots: dict[str, str], sets: 
 
     crop = fdrl.Recognizer(checkpoint, model=model, tta=tta, detector="none")
     trained_on = read_checkpoint(crop.checkpoint)["config"]["data"]["dataset"]  # the file's dict; no second model
-    table = {"model": model or checkpoint or "default", "trained_on": trained_on, "tta": tta, "sets": {}}
+    table = {"model": model or checkpoint or "default", "trained_on": trained_on, "tta": tta,
+             "face_margin": crop.prep.face_margin, "sets": {}}
     for name in sets:
         split, dataset, note = SETS[name], name, SELECTED_ON.get((trained_on, name), "")
         if trained_on == name:
@@ -95,7 +92,7 @@ def run(model: str | None, checkpoint: str | None, roots: dict[str, str], sets: 
         if limit and limit < len(ds):
             idx = np.random.default_rng(0).choice(len(ds), limit, replace=False)
         images = [ds.load(int(i)) for i in idx]
-        truth = [canonical(ds.classes[ds.samples[int(i)].label]) for i in idx]
+        truth = [canonical_class(ds.classes[ds.samples[int(i)].label]) for i in idx]
         row = {"split": f"{dataset}/{split}", "note": note, "crop": evaluate(crop, images, truth, crop.classes)}
         if name in PHOTO_SETS:
             e2e = fdrl.Recognizer(checkpoint, model=model, tta=tta)

@@ -4,12 +4,16 @@ Each validation face (e.g. FER2013 train/holdout) is upscaled and pasted into a 
 (``--detector``, default: the one ``fdrl predict`` uses) finds it, and the crop with margin m is classified; the
 margin with the best accuracy on detected faces is the one whose framing matches the training crops for that
 detector's boxes. ``--compare opencv`` also runs a second detector and counts only the faces both find, so two
-detectors are compared on the same faces. Never run this on a test split.
+detectors are compared on the same faces. ``--as-is`` detects on the images as they are instead: for sets of
+photos (SFEW's movie stills), where the framing around a real face is what the margin must match. Labels are
+matched to the model's classes by name. Never run this on a test split.
 
     python scripts/choose_face_margin.py --checkpoint runs/fer2013_pair/fdrl/best.pt \
         --dataset fer2013 --root ../shared/data/fer2013 --split train/holdout [--write]
     python scripts/choose_face_margin.py --checkpoint src/fdrl/weights/fdrl_fer2013.pt --detector mtcnn_lite \
         --compare opencv --dataset fer2013 --root ../shared/data/fer2013
+    python scripts/choose_face_margin.py --checkpoint src/fdrl/weights/fdrl_fer2013.pt --dataset sfew \
+        --root ../shared/data/sfew --split train --as-is --samples 860
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from PIL import Image
 from fdrl import Recognizer
 from fdrl.checkpoint import atomic_save, read_checkpoint
 from fdrl.data import create_dataset
+from fdrl.data.datasets import canonical_class
 from fdrl.data.registry import refuse_test_split
 from fdrl.errors import FdrlError
 from fdrl.faces import DEFAULT_DETECTOR, DETECTORS, create_detector, crop_face
@@ -40,6 +45,8 @@ def main() -> None:
                    help="a second detector: count only the faces both find and report it too")
     p.add_argument("--margins", default="-0.1,-0.05,0.0,0.05,0.1,0.15,0.2,0.3",
                    help="fractions of the box per side; negative shrinks it")
+    p.add_argument("--as-is", action="store_true",
+                   help="detect on the images as they are (photos), not on faces pasted into a canvas")
     p.add_argument("--write", action="store_true", help="store the best margin in the checkpoint's preprocessing")
     args = p.parse_args()
     try:
@@ -56,14 +63,19 @@ def main() -> None:
     margins = [float(m) for m in args.margins.split(",")]
     crops = {(d, m): [] for d in detectors for m in margins}
     labels = []
+    model_index = {canonical_class(c): j for j, c in enumerate(rec.classes)}
+    to_model = [model_index.get(canonical_class(c), -1) for c in ds.classes]  # a class the model lacks: never right
     for i in idx:
-        face = ds.load(int(i)).resize((144, 144), Image.BILINEAR)
-        canvas = Image.new("RGB", (320, 320), tuple(int(v) for v in rng.integers(0, 255, 3)))
-        canvas.paste(face, (int(rng.integers(0, 176)), int(rng.integers(0, 176))))
+        if args.as_is:
+            canvas = ds.load(int(i)).convert("RGB")
+        else:
+            face = ds.load(int(i)).resize((144, 144), Image.BILINEAR)
+            canvas = Image.new("RGB", (320, 320), tuple(int(v) for v in rng.integers(0, 255, 3)))
+            canvas.paste(face, (int(rng.integers(0, 176)), int(rng.integers(0, 176))))
         found = {name: det.detect(canvas) for name, det in detectors.items()}
         if not all(found.values()):
             continue
-        labels.append(ds.labels[int(i)])
+        labels.append(to_model[ds.labels[int(i)]])
         for (name, m), out in crops.items():
             out.append(crop_face(canvas, found[name][0], m))
     labels_t = torch.tensor(labels)

@@ -203,6 +203,7 @@ def render_transfer(files: Sequence[dict[str, Any]], view: str | None) -> str:
     rows = []
     for f in files:
         model = f["trained_on"] if f["model"] == "default" else f["model"]
+        model = f"`{model}`" + (f", margin {f['face_margin']:g}".replace("-", "−") if "face_margin" in f else "")
         for row in f["sets"].values():
             if "skipped" in row:
                 continue
@@ -213,7 +214,7 @@ def render_transfer(files: Sequence[dict[str, Any]], view: str | None) -> str:
                 rows.append({"model": model, "set": where, "mode": "end_to_end, +whole", **e2e, **e2e["with_whole"]})
             rows.append({"model": model, "set": where, "mode": "crop", **crop, **crop["detected"], "no_face": None})
     return render_rows([
-        {"key": "model", "head": "model", "cell": "`{model}`"},
+        {"key": "model", "head": "model", "cell": "{model}"},
         {"key": "set", "head": "set", "cell": "{set}"},
         {"key": "mode", "head": "mode", "cell": "{mode}"},
         {"key": "images", "head": "images", "cell": "{images}"},

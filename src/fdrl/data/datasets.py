@@ -52,6 +52,15 @@ def build_rafdb(root: str, split: str, on_error: str = "skip", variant: str = "a
 
 # ---------------------------------------------------------------------------------------------------------
 # FER2013: fer2013.csv (emotion, pixels, Usage) or the image-folder release train|test/<class>/<Usage>_<id>.jpg
+# Class names that mean the same expression across the sets' own vocabularies; canonical_class maps each to one.
+CLASS_SYNONYMS = {"happiness": "happy", "sadness": "sad", "anger": "angry"}
+
+
+def canonical_class(name: str) -> str:
+    """The one name of an expression across data sets (``Happiness``, ``happiness`` and ``happy`` -> ``happy``)."""
+    return CLASS_SYNONYMS.get(name.lower(), name.lower())
+
+
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER2013_FOLDERS = {name: i for i, name in enumerate(FER2013_CLASSES)}  # folder name -> index
 FER2013_USAGE = {"train": "Training", "val": "PublicTest", "publictest": "PublicTest", "test": "PrivateTest",
