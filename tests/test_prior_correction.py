@@ -43,3 +43,26 @@ def test_the_scripts_that_choose_defaults_refuse_a_test_split(tmp_path):
             done = subprocess.run([sys.executable, str(script), *model, "--root", str(tmp_path), "--split", split],
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode != 0 and "is a test split" in done.stderr, (script.name, split, done.stderr)
+
+
+def test_choose_face_margin_on_photos_as_they_are(tmp_path):
+    """--as-is detects on the photo itself (no pasting) and matches the set's class names to the model's by name:
+    a calm portrait in a folder named ``Neutral`` is read by the shipped model with every margin tried."""
+    import shutil
+
+    import matplotlib.cbook
+
+    root = tmp_path / "photos"
+    (root / "train" / "Neutral").mkdir(parents=True)
+    (root / "train" / "Happy").mkdir(parents=True)
+    hopper = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    shutil.copy(hopper, root / "train" / "Neutral" / "hopper.jpg")
+    shutil.copy(hopper, root / "train" / "Happy" / "hopper.jpg")  # the same face under a wrong label
+    script = SCRIPT.with_name("choose_face_margin.py")
+    done = subprocess.run([sys.executable, str(script), "--checkpoint", str(Path(__file__).resolve().parents[1] / "src"
+                                                                             / "fdrl" / "weights" / "fdrl_fer2013.pt"),
+                           "--dataset", "folder", "--root", str(root), "--split", "train", "--as-is",
+                           "--margins=0.0,0.05"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2/2 faces detected" in done.stdout  # found on the photo as it is
+    assert "margin 0.00: accuracy 50.00 %" in done.stdout and "margin 0.05: accuracy 50.00 %" in done.stdout
