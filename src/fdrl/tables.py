@@ -145,17 +145,17 @@ def render_table(files: Sequence[dict[str, Any]], view: str | None) -> str:
     return render_rows(first["columns"], [r for f in files for r in f["rows"]], first.get("compact_empty", False))
 
 
-PEER_COLUMNS = [
-    {"key": "peer", "head": "peer", "cell": "{peer}"},
-    {"key": "version", "head": "version", "cell": "{version}"},
-    {"key": "mode", "head": "mode", "cell": "{mode}"},
-    {"key": "accuracy", "head": "accuracy", "cell": "{accuracy!p:.2f} %"},
-    {"key": "mean_class", "head": "mean class acc.", "cell": "{mean_class_accuracy!p:.2f} %"},
-    {"key": "no_face", "head": "no face", "cell": "{no_face!p:.2f} %"},
-    {"key": "errors", "head": "errors", "cell": "{errors}"},
-    {"key": "faces_per_s", "head": "faces/s", "cell": "{faces_per_s:.1f}"},
-    {"key": "note", "head": "note", "cell": "{note}"},
-]
+PEER_COLUMNS = columns(
+    ("peer", "peer", "{peer}"),
+    ("version", "version", "{version}"),
+    ("mode", "mode", "{mode}"),
+    ("accuracy", "accuracy", "{accuracy!p:.2f} %"),
+    ("mean_class", "mean class acc.", "{mean_class_accuracy!p:.2f} %"),
+    ("no_face", "no face", "{no_face!p:.2f} %"),
+    ("errors", "errors", "{errors}"),
+    ("faces_per_s", "faces/s", "{faces_per_s:.1f}"),
+    ("note", "note", "{note}"),
+)
 
 
 def peers_markdown(rows: Sequence[dict[str, Any]]) -> str:
@@ -319,19 +319,19 @@ def render_detectors(files: Sequence[dict[str, Any]], view: str | None) -> str:
 
 
 # ---- table files from run folders (scripts/results_table.py, scripts/recipe_table.py) ---------------------------
-PAIR_COLUMNS = [
-    {"key": "data_set", "head": "data set", "cell": "{data_set}"},
-    {"key": "model", "head": "model", "cell": "{model}"},
-    {"key": "epochs", "head": "epochs", "cell": "{epochs}"},
-    {"key": "selected", "head": "selected", "cell": "{selection} (epoch {selected})"},
-    {"key": "val_acc", "head": "val acc", "cell": "{val_acc:.2f}"},
-    {"key": "val_mean_class", "head": "val mean-class", "cell": "{val_mean_class:.2f}"},
-    {"key": "test_acc", "head": "test acc", "cell": "{test_acc:.2f}"},
-    {"key": "test_mean_class", "head": "test mean-class", "cell": "{test_mean_class:.2f}"},
-    {"key": "last_epoch_test_acc", "head": "last-epoch test acc", "cell": "{last_epoch_test_acc:.2f}"},
-    {"key": "train_wall_time", "head": "train wall time", "cell": "{train_wall_time:.0f} min"},
-    {"key": "device", "head": "device", "cell": "{device}"},
-]
+PAIR_COLUMNS = columns(
+    ("data_set", "data set", "{data_set}"),
+    ("model", "model", "{model}"),
+    ("epochs", "epochs", "{epochs}"),
+    ("selected", "selected", "{selection} (epoch {selected})"),
+    ("val_acc", "val acc", "{val_acc:.2f}"),
+    ("val_mean_class", "val mean-class", "{val_mean_class:.2f}"),
+    ("test_acc", "test acc", "{test_acc:.2f}"),
+    ("test_mean_class", "test mean-class", "{test_mean_class:.2f}"),
+    ("last_epoch_test_acc", "last-epoch test acc", "{last_epoch_test_acc:.2f}"),
+    ("train_wall_time", "train wall time", "{train_wall_time:.0f} min"),
+    ("device", "device", "{device}"),
+)
 # (summary key of the selected epoch, row key, column name) of the paired seeds table
 SEED_FIGURES = (("test_accuracy", "test_acc", "test acc"), ("test_mean_class_accuracy", "test_mean_class",
                                                              "test mean-class"),
