@@ -15,7 +15,7 @@ lacks. Sets and the splits read (never one the model was selected on, where that
 - ``sfew``: SFEW 2.0 ``Train`` (860 aligned colour movie faces; its Val is the benchmark's test split);
 - ``ferplus``: FERPlus ``val`` (FER2013 PublicTest images with the FERPlus majority label), for a model trained on
   FER2013 labels;
-- ``fer2013``: FER2013 ``test`` (PublicTest, the original labels), for a model trained on FERPlus (whose epoch was
+- ``fer2013``: FER2013 ``publictest`` (the original labels), for a model trained on FERPlus (whose epoch was
   selected on these images under FERPlus labels: an optimistic figure, marked so).
 
     python benchmarks/transfer.py --shared ../shared/data                 # the default model
@@ -34,7 +34,7 @@ import numpy as np
 from fdrl.data.datasets import canonical_class
 from fdrl.records import run_record, write_json
 
-SETS = {"sfew": "train", "ferplus": "val", "fer2013": "test"}  # the split read; a model trained on a set skips it
+SETS = {"sfew": "train", "ferplus": "val", "fer2013": "publictest"}  # the split read; a model trained on a set skips it
 SELECTED_ON = {("ferplus", "fer2013"): "selected on these images (FERPlus labels)"}  # (trained on, set) -> note
 PHOTO_SETS = {"sfew"}  # colour photos of faces, where the detector's part is measured too
 

@@ -195,7 +195,8 @@ def render_peers(files: Sequence[dict[str, Any]], view: str | None) -> str:
                         {"key": "mean_class", "head": "mean class", "cell": "{mean_class_accuracy!p:.2f} %"}], out)
 
 
-SET_NAMES = {"sfew/train": "SFEW Train", "ferplus/val": "FERPlus val", "fer2013/test": "FER2013 PublicTest"}
+SET_NAMES = {"sfew/train": "SFEW Train", "ferplus/val": "FERPlus val (FER2013Valid)",
+             "fer2013/publictest": "FER2013 PublicTest"}
 
 
 def render_transfer(files: Sequence[dict[str, Any]], view: str | None) -> str:
