@@ -35,7 +35,17 @@ class DistInfo:
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> this rank's GPU when there is one, else the CPU; ``cpu``, ``cuda`` (this rank's GPU) and
     ``cuda:N`` as given. A device this machine lacks or a name torch does not know is a :class:`DeviceError`
-    (one line in the CLI), never a silent fall-back to the CPU or an assertion from deep inside torch."""
+    (one line in the CLI), never a silent fall-back to the CPU or an assertion from deep inside torch. A GPU
+    becomes this process's current device."""
+    device = check_device(pref, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def check_device(pref: str, local_rank: int = 0) -> torch.device:
+    """What :func:`resolve_device` resolves and refuses, without making a GPU current: no CUDA context is created
+    (a process that only starts GPU runs keeps the GPU's memory free for them)."""
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -51,7 +61,6 @@ def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
             raise DeviceError(f"device {pref!r} is not available: this machine's torch sees "
                               f"{count or 'no'} CUDA GPU{'' if count == 1 else 's'}; use cpu, or auto for a GPU "
                               "when there is one")
-        torch.cuda.set_device(device)
         return device
     try:
         torch.empty(0, device=device)  # an allocation proves any other type (mps, xpu, ...) usable

@@ -18,7 +18,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -36,9 +35,11 @@ from ..data.loading import list_split, load_splits, train_split_name
 from ..data.registry import dataset_info, is_test_split, refuse_test_split
 from ..errors import ConfigError, DataError, DeviceError, TrainingError
 from ..recipes import names_a_file
+from ..records import machine
+from ..runtime import check_device
 from .runs import VARIANTS, Probe, Run, child_env, measure, plan_epochs, supervise
 from .tables import pair_table, results_markdown
-from .transfer import export_checkpoint, is_archive, unpack_archive
+from .transfer import export_checkpoint, is_archive, unpack_archive, write_atomic
 
 # Keys the command sets from its own options; --set may not change them.
 OWNED_KEYS = {"data.root": "--data", "train.seed": "--seeds", "train.epochs": "--epochs or --budget-s",
@@ -156,7 +157,7 @@ def check_data(cfg: TrainConfig, given: str) -> int:
 
 def describe_machine(device: str) -> str:
     """The device and CPU in one line, for the record."""
-    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    cpu = machine()
     if not device.startswith("cuda"):
         return f"CPU only: {cpu}"
     gpu = _nvidia_smi("name,memory.total,driver_version", device)
@@ -186,20 +187,12 @@ def _nvidia_smi(query: str, device: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` as a GPU when there is one; a device this machine lacks is a :class:`DeviceError`."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+    """``auto`` as a GPU when there is one; a device this machine lacks is a :class:`DeviceError`. The check is
+    :func:`fdrl.runtime.check_device`'s, which creates no CUDA context here (the runs need the GPU's memory)."""
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise DeviceError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if _cuda_index(device) >= count:
-        raise DeviceError(f"--device {device}: torch {torch.__version__} sees {count or 'no'} CUDA GPU"
-                          f"{'' if count == 1 else 's'} here; use --device cpu, or auto")
-    return device
+    resolved = check_device(device)
+    return resolved.type if device in ("auto", "cuda") else device
 
 
 def default_parallel(device: str, n_runs: int) -> tuple[int, str]:
@@ -218,12 +211,6 @@ def _threads_per_run(parallel: int) -> int:
     """CPU threads of each run: the caller's OMP_NUM_THREADS where set, else the cores shared out."""
     given = os.environ.get("OMP_NUM_THREADS", "")
     return int(given) if given.isdigit() and int(given) > 0 else max(1, (os.cpu_count() or 1) // parallel)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Reproduction:
@@ -473,8 +460,8 @@ class Reproduction:
             self.export()
         res = self.results()
         p = res["reproduction"]["protocol"]
-        _write_atomic(self.out / RESULTS, json.dumps(res, indent=1) + "\n")
-        _write_atomic(self.out / TABLE, results_markdown(res["table"], self.header(res), p["val_split"],
+        write_atomic(self.out / RESULTS, json.dumps(res, indent=1) + "\n")
+        write_atomic(self.out / TABLE, results_markdown(res["table"], self.header(res), p["val_split"],
                                                          p["test_split"]))
 
     def header(self, res: dict[str, Any]) -> list[str]:

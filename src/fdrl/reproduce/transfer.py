@@ -50,10 +50,15 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
     return path if path.name.endswith(".json") else path.with_name(f"{path.name}.json")
 
 
-def _write_json(path: Path, info: dict[str, Any]) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, info: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(info, indent=2) + "\n")
 
 
 def split_file(src: Path, part_bytes: int) -> list[str]:
