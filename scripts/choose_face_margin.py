@@ -27,7 +27,7 @@ from PIL import Image
 from fdrl import Recognizer
 from fdrl.checkpoint import atomic_save, read_checkpoint
 from fdrl.data import create_dataset
-from fdrl.data.datasets import canonical_class
+from fdrl.data.datasets import class_indices
 from fdrl.data.registry import refuse_test_split
 from fdrl.errors import FdrlError
 from fdrl.faces import DEFAULT_DETECTOR, DETECTORS, create_detector, crop_face
@@ -63,8 +63,7 @@ def main() -> None:
     margins = [float(m) for m in args.margins.split(",")]
     crops = {(d, m): [] for d in detectors for m in margins}
     labels = []
-    model_index = {canonical_class(c): j for j, c in enumerate(rec.classes)}
-    to_model = [model_index.get(canonical_class(c), -1) for c in ds.classes]  # a class the model lacks: never right
+    to_model = class_indices(ds.classes, rec.classes)  # a class the model lacks (-1) is never right
     for i in idx:
         if args.as_is:
             canvas = ds.load(int(i)).convert("RGB")

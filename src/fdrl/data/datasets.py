@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,13 @@ CLASS_SYNONYMS = {"happiness": "happy", "sadness": "sad", "anger": "angry"}
 def canonical_class(name: str) -> str:
     """The one name of an expression across data sets (``Happiness``, ``happiness`` and ``happy`` -> ``happy``)."""
     return CLASS_SYNONYMS.get(name.lower(), name.lower())
+
+
+def class_indices(names: Sequence[str], classes: Sequence[str]) -> list[int]:
+    """Each of ``names`` (a data set's classes) as an index of ``classes`` (a model's), matched by
+    :func:`canonical_class`; -1 where ``classes`` has no such expression."""
+    index = {canonical_class(c): j for j, c in enumerate(classes)}
+    return [index.get(canonical_class(n), -1) for n in names]
 
 
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

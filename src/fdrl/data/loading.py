@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ..config import DataConfig, TrainConfig
 from ..errors import TrainingError
+from .datasets import class_indices
 from .registry import create_dataset, has_official_val, refuse_test_split
 from .tensors import TensorSet, decode_dataset
 
@@ -91,20 +92,18 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[s
     return out
 
 
-def labelled_faces(dataset: str, root: str | None, split: str, preprocessing, classes: list[str],
-                   purpose: str | None = None) -> tuple:
+def labelled_faces(dataset: str, root: str | None, split: str, preprocessing, classes: list[str]) -> tuple:
     """A labelled split's faces for a model, as uint8 ``(N, C, S, S)`` at the resolution its training decoded
     (``source_size`` where set, else ``input_size``; :meth:`fdrl.Recognizer.predict_tensor` resizes them as
     training did), and their labels as indices of the model's ``classes``: a data set's class order and a model's
-    may differ, so they are matched by name. ``purpose`` (e.g. ``"choose the TTA default"``): a test split is
-    refused with that reason."""
+    may differ, so they are matched by name. Callers choosing anything from these faces refuse a test split first
+    (:func:`fdrl.data.registry.refuse_test_split`)."""
     import torch
 
-    if purpose is not None:
-        refuse_test_split(dataset, split, purpose)
     data = decode_dataset(create_dataset(dataset, root, split), preprocessing.source_size or preprocessing.input_size,
                           preprocessing.grayscale, cache_dir=None, log=_quiet)
-    missing = sorted(set(data.classes) - set(classes))
+    to_model = class_indices(data.classes, classes)
+    missing = sorted(c for c, j in zip(data.classes, to_model, strict=True) if j < 0)
     if missing:
         raise TrainingError(f"{dataset}/{split} has classes the model lacks: {missing} (model: {classes})")
-    return data.images, torch.tensor([classes.index(data.classes[int(i)]) for i in data.labels])
+    return data.images, torch.tensor([to_model[int(i)] for i in data.labels])
