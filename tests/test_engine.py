@@ -233,6 +233,32 @@ def test_init_parts_trunk_gives_a_baseline_the_trunk_alone(tmp_path):
     torch.testing.assert_close(dst.backbone.conv1.weight, src.backbone.conv1.weight, atol=1e-8, rtol=0)
 
 
+def test_init_parts_matching_keeps_the_heads_a_new_alpha_width_leaves(tmp_path):
+    train(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "a")
+    src = fdrl.load_checkpoint(tmp_path / "a" / "last.pt").model
+    init = [f"train.init_from={tmp_path / 'a' / 'last.pt'}", "optim.lr=1e-12", "train.epochs=1",
+            "model.intra_out_dim=1"]
+    with pytest.raises(TrainingError, match="init_parts=matching"):  # intra.* changed shape: never a silent skip
+        train(load_config(None, [*TINY, *init]), tmp_path / "b")
+    train(load_config(None, [*TINY, *init, "train.init_parts=matching"]), tmp_path / "c")
+    dst = fdrl.load_checkpoint(tmp_path / "c" / "last.pt").model
+    torch.testing.assert_close(dst.fdn.weight, src.fdn.weight, atol=1e-8, rtol=0)
+    torch.testing.assert_close(dst.classifier.weight, src.classifier.weight, atol=1e-8, rtol=0)
+    assert dst.intra.weight.shape[1] == 1 != src.intra.weight.shape[1]
+
+
+def test_a_fine_tune_may_not_validate_on_faces_its_initial_model_trained_on(tmp_path):
+    carved = [*TINY, "data.train_split=train/fit", "data.val_split=train/holdout", "data.val_fraction=0.25",
+              "train.epochs=1"]
+    train(load_config(None, [*carved, "train.seed=0"]), tmp_path / "a")
+    init = [f"train.init_from={tmp_path / 'a' / 'last.pt'}", "train.seed=1"]
+    with pytest.raises(TrainingError, match=r"train/holdout.*data\.split_seed=0"):  # seed 1 cuts another holdout
+        train(load_config(None, [*carved, *init]), tmp_path / "b")
+    assert not (tmp_path / "b" / "last.pt").exists()
+    summary = train(load_config(None, [*carved, *init, "data.split_seed=0"]), tmp_path / "c")
+    assert summary["config"]["data"]["split_seed"] == 0 and summary["config"]["train"]["seed"] == 1
+
+
 def test_init_from_a_shipped_model_by_name():
     from fdrl.engine.trainer import init_from_checkpoint
     from fdrl.shipped import shipped_file

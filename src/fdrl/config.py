@@ -72,6 +72,9 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     val_fraction: float = 0.1  # carved, seeded and stratified, from train where a benchmark has no val split
+    # The seed of carved splits (train/holdout, folds); None: train.seed. Fix it to vary the training seed on one
+    # cut, e.g. when fine-tuning a model trained on that cut, whose holdout is the only part it never saw.
+    split_seed: int | None = None
     augment: Literal["none", "basic", "fer", "extended", "photo"] = "basic"  # data.preprocess.AUGMENT_PRESETS
     cache: bool = True  # decode once into a memory-mapped uint8 file per split (docs/scale.md)
     cache_dir: str | None = None  # None: ~/.cache/fdrl
@@ -97,9 +100,9 @@ class TrainSection:
     compile: bool = False
     # Fine-tune from an fdrl checkpoint (spec §5.10, e.g. SFEW from RAF-DB): a file, or the name of a model shipped
     # in the package (fer2013, ferplus). init_parts=trunk copies only the trunk, so that FDRL and its baseline
-    # twin can start from the same trunk with fresh heads.
+    # twin can start from the same trunk with fresh heads; matching keeps every layer whose shape still fits.
     init_from: str | None = None
-    init_parts: Literal["all", "trunk"] = "all"
+    init_parts: Literal["all", "trunk", "matching"] = "all"
     select: Literal["last", "val"] = "val"  # which checkpoint is "the" result; both are always written
     tta: TtaMode = "none"  # reported beside the plain figure, never instead
     mix: MixMode = "none"  # batch mixing (data/mix.py); targets become soft
@@ -164,6 +167,11 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """The keyword arguments of ``create_model(self.model_name, ...)``: the trunk and the head's options."""
         return {**self.trunk.model_fields(), **self.model}
+
+    @property
+    def split_seed(self) -> int:
+        """The seed that carves ``train/holdout`` and folds: ``data.split_seed``, else ``train.seed``."""
+        return self.train.seed if self.data.split_seed is None else self.data.split_seed
 
 
 def _is_dataclass_type(tp: Any) -> bool:

@@ -6,6 +6,7 @@ preprocessing record, the decode cache, and the check that no sample sits in two
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -63,6 +64,13 @@ def check_disjoint(ids: set[str], other: TensorSet, role: str, split: str, other
                             f"(e.g. {sorted(leak)[:3]}); model selection/test would be contaminated")
 
 
+def training_ids(run: TrainConfig, root: str | None) -> set[str]:
+    """The ids of the samples a run (its config, e.g. a checkpoint's) trained on, listed from ``root`` -- a copy
+    of the same data set -- with the run's own options and cut (its ``split_seed`` and ``val_fraction``)."""
+    d = dataclasses.replace(run.data, root=root)
+    return {s.id for s in list_split(d, train_split_name(d), run.split_seed).samples}
+
+
 def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[str, TensorSet]:
     """Decode train/val/test into uint8 tensors; refuse a test split as ``val`` (runs select and are tuned on val)
     and overlapping ids between the three."""
@@ -76,7 +84,7 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[s
     out: dict[str, TensorSet] = {}
     for role, split in (("train", train_split), ("val", d.val_split), ("test", d.test_split)):
         if split:
-            out[role] = build_split(d, split, cfg.train.seed, role, soft=soft and role == "train", log=log)
+            out[role] = build_split(d, split, cfg.split_seed, role, soft=soft and role == "train", log=log)
     train_ids = set(out["train"].ids)
     for role in ("val", "test"):
         if role in out:

@@ -17,10 +17,10 @@ from torch import nn
 
 from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import DataConfig, TrainConfig, from_dict
-from ..data.loading import build_split, list_split, train_split_name
+from ..data.loading import build_split, training_ids
 from ..data.preprocess import BatchTransform, tta_views
 from ..data.tensors import TensorSet
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..runtime import amp_dtype, resolve_device
 from .decomposition import latent_face_stats
 from .report import classification_metrics, evaluation_metrics, write_report
@@ -131,7 +131,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], dataset: str, root: 
                                     log=log)
     prep = d.preprocessing
     extra: dict[str, Any] = {"tta": "none", "skipped": len(data.skipped)}
-    overlap = _training_overlap(run, d, data) if check_overlap and loaded.config else 0
+    overlap = _training_overlap(run, d, data, log) if check_overlap and loaded.config else 0
     if overlap:
         extra["train_overlap"] = overlap
         log(f"warning: {overlap} of the {len(data)} samples of {dataset}/{split} are in the checkpoint's "
@@ -155,7 +155,7 @@ def checkpoint_split(loaded: LoadedCheckpoint, dataset: str, root: str | None, s
     prep = dataclasses.replace(loaded.preprocessing, face_detector=face_detector or loaded.preprocessing.face_detector)
     d = dataclasses.replace(run.data, dataset=dataset, root=root, options=dict(options or {}), max_samples=None,
                             preprocessing=prep)
-    data = build_split(d, split, run.train.seed, split, log=log)
+    data = build_split(d, split, run.split_seed, split, log=log)
     if list(data.classes) != list(loaded.classes):
         raise ConfigError(f"checkpoint classes {loaded.classes} differ from {dataset} classes {data.classes}")
     return run, d, data
@@ -170,12 +170,12 @@ def _run_config(raw: dict[str, Any] | None, log: Callable[[str], None]) -> Train
         return TrainConfig()
 
 
-def _training_overlap(run: TrainConfig, d: DataConfig, data: TensorSet) -> int:
-    """How many samples of ``data`` (built from ``d``) the run trained on; 0 for another data set or root."""
-    def where(c: DataConfig) -> tuple[str, str | None]:
-        return c.dataset, None if c.root is None else str(Path(c.root).resolve())
-
-    if where(run.data) != where(d):
+def _training_overlap(run: TrainConfig, d: DataConfig, data: TensorSet, log: Callable[[str], None]) -> int:
+    """How many samples of ``data`` (built from ``d``) the run trained on; 0 for another data set."""
+    if run.data.dataset != d.dataset:
         return 0
-    trained = list_split(run.data, train_split_name(run.data), run.train.seed)
-    return len({s.id for s in trained.samples} & set(data.ids))
+    try:
+        return len(training_ids(run, d.root) & set(data.ids))
+    except DataError as exc:  # the run's split cannot be listed from this copy: say so, evaluate anyway
+        log(f"warning: could not check which samples the checkpoint trained on ({exc})")
+        return 0

@@ -27,12 +27,12 @@ import torch.distributed as dist
 from torch import nn
 
 from ..checkpoint import atomic_save, make_checkpoint, model_from_checkpoint, read_checkpoint, versions
-from ..config import TrainConfig, TrainSection, dump_yaml, to_dict
-from ..data.loading import load_splits
+from ..config import TrainConfig, TrainSection, dump_yaml, from_dict, to_dict
+from ..data.loading import load_splits, train_split_name, training_ids
 from ..data.mix import mix_batch
 from ..data.preprocess import BatchTransform
 from ..data.tensors import TensorSet
-from ..errors import TrainingError, TrainingStopped
+from ..errors import ConfigError, TrainingError, TrainingStopped
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
@@ -189,7 +189,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
     scheduler = build_scheduler(optimizer, cfg.sched, t.epochs)
     criterion.set_class_prior(torch.bincount(data["train"].labels, minlength=len(classes)))  # loss.logit_adjust
     if t.init_from and not resume:
-        init_from_checkpoint(model, t.init_from, log, t.init_parts)
+        refuse_seen_faces(init_from_checkpoint(model, t.init_from, log, t.init_parts), cfg, data, t.init_from)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(t.amp, device) is torch.float16)
     start_epoch, best_acc, history = 0, -1.0, []
     if resume:
@@ -289,25 +289,60 @@ def _log_row(out: Path, row: dict[str, Any], tb: Any) -> None:
                 tb.add_scalar(k, v, row["epoch"])
 
 
-def init_from_checkpoint(model: nn.Module, path: str, log, parts: str = "all") -> None:
-    """Copy every weight of an fdrl checkpoint (a file, or a shipped model's name) whose name and shape match (a
-    new class count re-initialises only the classifier); anything else missing is an error, not a silent partial
-    load. ``parts="trunk"``: only the trunk (``backbone.*``), from a checkpoint of any model on the same trunk."""
+def init_from_checkpoint(model: nn.Module, path: str, log, parts: str = "all") -> dict[str, Any] | None:
+    """Copy the weights of an fdrl checkpoint (a file, or a shipped model's name) into ``model``; returns the
+    checkpoint's training config (``None`` if it has none). ``parts``:
+
+    - ``all``: every weight of the same model; only the classifier may differ in shape (a new class count);
+    - ``trunk``: only the trunk (``backbone.*``), from a checkpoint of any model on the same trunk;
+    - ``matching``: every weight of the same model whose shape matches (e.g. a trained model's heads kept where a
+      head option such as ``model.intra_out_dim`` changed one layer's shape); the rest start fresh, listed in the log.
+
+    Anything else missing is an error, not a silent partial load."""
     if path in PACKAGED_MODELS and not Path(path).exists():
         path = str(shipped_file(path))
     ck = read_checkpoint(path)
-    if parts == "all" and ck["model_name"] != model.model_name:
+    if parts != "trunk" and ck["model_name"] != model.model_name:
         raise TrainingError(f"init_from {path}: holds {ck['model_name']}, this run trains {model.model_name} "
                             f"(train.init_parts=trunk copies the trunk alone)")
     own = model.state_dict()
-    wanted = {k for k in own if parts == "all" or k.startswith("backbone.")}
+    wanted = {k for k in own if parts != "trunk" or k.startswith("backbone.")}
     state = {k: v.to(own[k].dtype) for k, v in ck["model_state"].items() if k in wanted and v.shape == own[k].shape}
     skipped = sorted(wanted - set(state))
-    if any(not k.startswith("classifier.") for k in skipped):
-        raise TrainingError(f"init_from {path}: incompatible weights {skipped[:8]}")
+    if parts != "matching" and any(not k.startswith("classifier.") for k in skipped):
+        raise TrainingError(f"init_from {path}: incompatible weights {skipped[:8]} "
+                            f"(train.init_parts=matching starts those fresh)")
+    if parts == "matching" and not state:
+        raise TrainingError(f"init_from {path}: no weight of {model.model_name} matches")
     model.load_state_dict(state, strict=False)
     log(f"initialised {'the trunk ' if parts == 'trunk' else ''}from {path}"
         + (f" (re-initialised {skipped})" if skipped else ""))
+    return ck.get("config")
+
+
+def refuse_seen_faces(init_config: dict[str, Any] | None, cfg: TrainConfig, data: dict[str, TensorSet],
+                      path: str) -> None:
+    """Refuse a fine-tune whose validation or test faces trained the model it starts from: a checkpoint trained
+    on ``train/fit`` of one cut has seen ~90 % of another cut's ``train/holdout`` (``train.seed`` also seeds the
+    cut), which would select and report on memorised faces."""
+    if not init_config:
+        return
+    try:
+        init = from_dict(TrainConfig, init_config)
+    except ConfigError:
+        return
+    if init.data.dataset != cfg.data.dataset:
+        return
+    seen = training_ids(init, cfg.data.root)
+    for role in ("val", "test"):
+        if role in data and (n := len(seen & set(data[role].ids))):
+            split = getattr(cfg.data, f"{role}_split")
+            raise TrainingError(
+                f"init_from {path}: {n} of the {len(data[role])} faces of {role} split {split!r} trained that "
+                f"model (it was trained on {cfg.data.dataset} {train_split_name(init.data)!r} cut with seed "
+                f"{init.split_seed}, val_fraction {init.data.val_fraction}; this run's cut: seed {cfg.split_seed}, "
+                f"val_fraction {cfg.data.val_fraction}). Set data.split_seed={init.split_seed} and "
+                f"data.val_fraction={init.data.val_fraction} to keep its held-out faces held out")
 
 
 def _tensorboard(out: Path):

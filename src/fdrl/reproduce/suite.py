@@ -147,7 +147,7 @@ def check_data(cfg: TrainConfig, given: str) -> int:
         if not split:
             continue
         try:
-            ds = list_split(d, split, cfg.train.seed)
+            ds = list_split(d, split, cfg.split_seed)
         except DataError as exc:
             raise DataError(f"--data {given}: {exc} (the {d.dataset} data set is expected: "
                             f"{dataset_info(d.dataset).description})") from None
