@@ -186,6 +186,16 @@ BREAKAGES: tuple[Breakage, ...] = (
         "        out[order] = got\n",
         "        out[:] = got\n",
         (T + "test_cache.py::test_batches_are_gathered_in_the_order_asked",)),
+    Breakage(
+        "fine_tune_on_seen_faces", "a fine-tune never validates on faces its init_from model trained on", TRAINER,
+        "refuse_seen_faces(init_from_checkpoint(model, t.init_from, log, t.init_parts), cfg, data, t.init_from)",
+        "init_from_checkpoint(model, t.init_from, log, t.init_parts)",
+        (ENGINE + "test_a_fine_tune_may_not_validate_on_faces_its_initial_model_trained_on",)),
+    Breakage(
+        "split_seed_ignored", "data.split_seed fixes the holdout cut", "src/fdrl/config.py",
+        "        return self.train.seed if self.data.split_seed is None else self.data.split_seed\n",
+        "        return self.train.seed\n",
+        (ENGINE + "test_a_fine_tune_may_not_validate_on_faces_its_initial_model_trained_on",)),
 )
 
 
