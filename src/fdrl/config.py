@@ -82,10 +82,53 @@ class DataConfig:
     max_samples: int | None = None  # per split, for smoke runs
     on_error: Literal["strict", "skip"] = "skip"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    # More labelled data appended to the training split only (validation and test stay this data set's): entries
+    # {dataset: NAME, root: PATH, split: SPLIT (train), options: {...}}; their classes are matched to this data
+    # set's by name, and their samples of other classes or in the val/test splits are dropped (docs/training.md).
+    extra_train: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.decode_workers is not None and self.decode_workers < 1:
             raise ConfigError(f"decode_workers must be >= 1 (or null: every core), got {self.decode_workers}")
+        self.extra_train = check_extra_train(self.extra_train)
+
+
+EXTRA_TRAIN_KEYS = ("dataset", "root", "split", "options")
+
+
+def check_extra_train(entries: Any) -> list[dict[str, Any]]:
+    """``data.extra_train`` with every entry complete (``split`` defaults to ``train``, ``options`` to ``{}``);
+    a :class:`ConfigError` naming ``data.extra_train[i].<field>`` for a malformed one. Whether the data set exists,
+    needs a root and may be trained on is :mod:`fdrl.data.loading`'s check (the registry is a layer above)."""
+    example = "{dataset: NAME, root: PATH, split: train, options: {}}"
+    if entries is None:
+        return []
+    if not isinstance(entries, list | tuple):
+        raise ConfigError(f"data.extra_train: expected a list of entries {example}, got {entries!r}")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"data.extra_train[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping {example}, got {entry!r}")
+        for key in entry:
+            if key not in EXTRA_TRAIN_KEYS:
+                close = difflib.get_close_matches(str(key), EXTRA_TRAIN_KEYS, n=1, cutoff=0.5)
+                raise ConfigError(f"{where}.{key}: unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
+                                  + f" (valid: {list(EXTRA_TRAIN_KEYS)})")
+        name, root = entry.get("dataset"), entry.get("root")
+        split, options = entry.get("split", "train"), entry.get("options")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.dataset: required, the name of a registered data set (fdrl data list), "
+                              f"got {name!r}")
+        if root is not None and not isinstance(root, str | os.PathLike):
+            raise ConfigError(f"{where}.root: expected a path, got {root!r}")
+        if not isinstance(split, str) or not split:
+            raise ConfigError(f"{where}.split: expected a split name such as 'train', got {split!r}")
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(f"{where}.options: expected a mapping of the data set's options, got {options!r}")
+        out.append({"dataset": name, "root": None if root is None else os.fspath(root), "split": split,
+                    "options": dict(options or {})})
+    return out
 
 
 @dataclass
@@ -239,7 +282,8 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path or 'config'}: {exc}") from exc
+        text = str(exc)  # a message that already names its full key (data.extra_train[0].root) keeps it
+        raise ConfigError(text if path and text.startswith(f"{path}.") else f"{path or 'config'}: {text}") from exc
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -99,6 +99,11 @@ def refuse_test_split(name: str, split: str | None, purpose: str) -> None:
                         f"Use a validation split such as 'train/holdout' (carved from train, data.val_fraction).")
 
 
+def needs_root(name: str) -> bool:
+    """Whether data set ``name`` is read from a root folder or file (every one but the generated ``synthetic``)."""
+    return name != "synthetic"
+
+
 def fold_splits(fold: int, base: str | None = None) -> tuple[str, str | None, str]:
     """The (train, validation, test) split names of fold ``fold``: a sequence set's ``fold<k>/...`` (training on
     ``fold<k>/train/fit``, selecting on ``fold<k>/train/holdout``), or, with ``base``, the folds cut from a flat
@@ -130,7 +135,7 @@ def create_dataset(name: str, root: str | None, split: str, transform: Callable 
                    **options) -> FERDataset:
     """Build data set ``name`` from ``root`` (as its publisher lays it out) for ``split``."""
     info = dataset_info(name)
-    if root is None and name != "synthetic":
+    if root is None and needs_root(name):
         raise DataError(f"{name}: --root (data.root) is required")
     if split.endswith("/fit") or split.endswith("/holdout"):
         base_split, part = split.rsplit("/", 1)

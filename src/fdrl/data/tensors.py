@@ -30,13 +30,15 @@ from .ranks import decode_once, in_process_group
 
 @dataclass
 class TensorSet:
-    images: torch.Tensor  # (N, C, S, S) uint8, C = 1 (grayscale) or 3; mapped from the cache file when cached
+    # (N, C, S, S) uint8, C = 1 (grayscale) or 3; mapped from the cache file when cached. For a set joined from
+    # parts of which one is cached (concat_sets), a tensor on the "meta" device: its shape, no pixels (read rows()).
+    images: torch.Tensor
     targets: torch.Tensor  # (N,) int64, or (N, K) float soft targets
     labels: torch.Tensor  # (N,) int64 hard labels (argmax of soft targets)
     ids: list[str]
     classes: list[str]
     skipped: list[tuple[str, str]]
-    reader: RowReader | None = None  # the cache file's rows, read by batch (see rows)
+    reader: RowReader | ConcatRows | None = None  # the cache file's rows (or the parts'), read by batch (see rows)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -51,6 +53,49 @@ class TensorSet:
         out = torch.empty_like(got)
         out[order] = got
         return out
+
+
+class ConcatRows:
+    """The rows of several tensor sets one after another, read as one set's: each run of the rows asked goes to
+    the part that holds it, which reads it from its cache file (or its memory), so no part is loaded whole."""
+
+    def __init__(self, parts: list[TensorSet]) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0, *(len(p) for p in parts)])  # part k holds rows starts[k] .. starts[k + 1] - 1
+        self.row_shape = tuple(parts[0].images.shape[1:])
+
+    def read(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (ascending) as a (B, C, H, W) uint8 array."""
+        out = np.empty((len(index), *self.row_shape), np.uint8)
+        cuts = np.searchsorted(index, self.starts)  # index[cuts[k]:cuts[k + 1]] lie in part k
+        for k, part in enumerate(self.parts):
+            a, b = int(cuts[k]), int(cuts[k + 1])
+            if b > a:
+                out[a:b] = part.rows(torch.from_numpy(index[a:b] - self.starts[k])).numpy()
+        return out
+
+
+def concat_sets(parts: list[TensorSet]) -> TensorSet:
+    """One set of ``parts`` (the same classes, row shape and kind of targets), their rows one after another.
+    Parts all in memory are joined into one tensor; once a part is read from its cache file, the joined set reads
+    its rows through :class:`ConcatRows` and its ``images`` is a shape on the "meta" device, never the pixels."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for p in parts[1:]:
+        if (p.classes, p.images.shape[1:], p.targets.dim()) != (first.classes, first.images.shape[1:],
+                                                                first.targets.dim()):
+            raise DataError(f"cannot join tensor sets of classes {first.classes} and {p.classes}, rows "
+                            f"{tuple(first.images.shape[1:])} and {tuple(p.images.shape[1:])}, targets of "
+                            f"{first.targets.dim()} and {p.targets.dim()} dimensions")
+    n = sum(len(p) for p in parts)
+    if all(p.reader is None for p in parts):
+        images, reader = torch.cat([p.images for p in parts]), None
+    else:
+        images, reader = torch.empty((n, *first.images.shape[1:]), dtype=torch.uint8, device="meta"), ConcatRows(parts)
+    return TensorSet(images, torch.cat([p.targets for p in parts]), torch.cat([p.labels for p in parts]),
+                     [i for p in parts for i in p.ids], list(first.classes), [s for p in parts for s in p.skipped],
+                     reader)
 
 
 def _fingerprint(ds: FERDataset, size: int, grayscale: bool, soft: bool, source_size: int | None = None) -> str:

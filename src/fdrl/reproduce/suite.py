@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, load_config
-from ..data.loading import list_split, load_splits, train_split_name
+from ..data.loading import check_extra_train, list_extra, list_split, load_splits, train_split_name
 from ..data.registry import dataset_info, is_test_split, refuse_test_split
 from ..errors import ConfigError, DataError, DeviceError, TrainingError
 from ..recipes import names_a_file
@@ -138,11 +138,13 @@ def check_protocol(cfg: TrainConfig, source: str) -> dict[str, Any]:
             "test_split": d.test_split, "select": cfg.train.select}
 
 
-def check_data(cfg: TrainConfig, given: str) -> int:
-    """List the train, validation and test splits of the data root (nothing decoded); a missing or malformed root
-    is one :class:`DataError` naming the path and the layout expected. Returns the training images' count."""
+def check_data(cfg: TrainConfig, given: str, log: Callable[[str], None] = _print) -> int:
+    """List the train, validation and test splits of the data root and each ``data.extra_train`` part (nothing
+    decoded); a missing or malformed root is one :class:`DataError` naming the path (or the entry) and the layout
+    expected. Returns the training images' count, the extra parts' included."""
     d = cfg.data
-    n_train = 0
+    check_extra_train(d)
+    n_train, classes, held_out = 0, [], set()
     for split in (train_split_name(d), d.val_split, d.test_split):
         if not split:
             continue
@@ -151,7 +153,15 @@ def check_data(cfg: TrainConfig, given: str) -> int:
         except DataError as exc:
             raise DataError(f"--data {given}: {exc} (the {d.dataset} data set is expected: "
                             f"{dataset_info(d.dataset).description})") from None
-        n_train = n_train or len(ds)
+        if not classes:
+            n_train, classes = len(ds), ds.classes
+        else:
+            held_out |= {s.id for s in ds.samples}
+    for i, entry in enumerate(d.extra_train):
+        ds, missing, held = list_extra(d, i, cfg.split_seed, classes, held_out)
+        n_train += len(ds) if ds is not None else 0
+        log(f"data train+{entry['dataset']}/{entry['split']}: {len(ds) if ds is not None else 0} samples listed; "
+            f"dropped {sum(missing.values())} (not in classes), {held} (in val/test)")
     return n_train
 
 
@@ -330,7 +340,7 @@ class Reproduction:
         twin = self.config(self.seeds[0], "baseline", root, self.epochs)
         if (twin.data, twin.trunk) != (first.data, first.trunk):  # --baseline changes the head alone
             raise ConfigError(f"recipe {self.recipe}: its baseline twin trains on other data or another trunk")
-        n_train = check_data(first, self.data)
+        n_train = check_data(first, self.data, self.log)
         self.info.update(protocol=protocol, data_root=str(root), dataset=protocol["dataset"])
         self.out.mkdir(parents=True, exist_ok=True)
         self.logfile = (self.out / LOG).open("a")

@@ -53,9 +53,14 @@ class FeatureSet:
 
 
 def content_digest(data: TensorSet) -> str:
-    """A digest of the decoded images and their targets: equal digests mean the same inputs."""
+    """A digest of the decoded images and their targets: equal digests mean the same inputs. The images are read
+    by rows, a few MiB at a time (a set may be larger than memory, or joined from cached parts)."""
     h = hashlib.sha1()
-    for t in (data.images, data.targets, data.labels):
+    h.update(str((data.images.dtype, tuple(data.images.shape))).encode())
+    step = max(1, 2**26 // max(1, data.images.shape[1:].numel()))  # rows in 64 MiB
+    for start in range(0, len(data), step):
+        h.update(data.rows(torch.arange(start, min(start + step, len(data)))).numpy())
+    for t in (data.targets, data.labels):
         h.update(str((t.dtype, tuple(t.shape))).encode())
         h.update(t.contiguous().numpy())  # the buffer itself, no copy
     return h.hexdigest()[:16]
@@ -86,7 +91,7 @@ def extract_features(trunk: nn.Module, data: TensorSet, transform: BatchTransfor
 
     plain, flipped = [], []
     for start in range(0, len(data), batch_size):
-        x = transform(data.images[start:start + batch_size].to(device), train=False)
+        x = transform(data.rows(torch.arange(start, min(start + batch_size, len(data)))).to(device), train=False)
         plain.append(run(x))
         flipped.append(run(x.flip(-1)))
     trunk.train(was_training)
