@@ -8,6 +8,7 @@ table (``python scripts/results_tables.py`` rewrites it). Its ``benchmark`` key 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -42,6 +43,15 @@ def run_record(benchmark: str, argv: Sequence[str] | None = None) -> dict[str, A
     if "torch" in sys.modules:
         record["torch"] = sys.modules["torch"].__version__
     return record
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (hex), read a MiB at a time: what a record names an input file by."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], record: dict[str, Any]) -> None:

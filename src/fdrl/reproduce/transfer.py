@@ -30,18 +30,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ConfigError, DataError, FdrlError
+from ..records import sha256_file
 
 
 def _quiet(msg: str) -> None:
     pass
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def manifest_path(path: str | os.PathLike[str]) -> Path:
