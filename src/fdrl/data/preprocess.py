@@ -51,6 +51,16 @@ def resize_batch(x: torch.Tensor, size: int, source_size: int | None = None) -> 
     return resize(x, size)
 
 
+def as_model_input(x: torch.Tensor, size: int, grayscale: bool, source_size: int | None = None) -> torch.Tensor:
+    """Faces decoded for another model (uint8 (B, 1|3, H, W)) as :func:`pil_to_array` makes them for one with
+    ``size``, ``grayscale`` and ``source_size``: colour faces turned grey (ITU-R 601 luma, PIL's ``convert("L")``)
+    where its input is grey, then :func:`resize_batch`. Grey faces stay one channel; normalising replicates them."""
+    if grayscale and x.shape[1] == 3:
+        x = (x.float() * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = x.round().to(torch.uint8)
+    return resize_batch(x, size, source_size)
+
+
 @dataclass(frozen=True)
 class Augment:
     """One preset of batched training augmentation (each draw is per face unless said otherwise)."""

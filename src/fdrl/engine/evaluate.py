@@ -35,8 +35,9 @@ def _dist() -> tuple[int, int]:
 @torch.no_grad()
 def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device: torch.device,
             batch_size: int = 256, tta: str = "none", amp: str = "none", channels_last: bool = False,
-            keep_features: bool = True) -> dict[str, Any]:
-    """Predictions for every sample of ``data`` (rank r handles samples r, r+W, ...; results gathered)."""
+            keep_features: bool = True, temperature: float = 1.0) -> dict[str, Any]:
+    """Predictions for every sample of ``data`` (rank r handles samples r, r+W, ...; results gathered); the
+    probabilities are softmax(logits / ``temperature``), averaged over the ``tta`` views."""
     rank, world = _dist()
     was_training = model.training
     model.eval()
@@ -53,7 +54,7 @@ def predict(model: nn.Module, data: TensorSet, transform: BatchTransform, device
             views = tta_views(x, tta)
             for k, v in enumerate(views):
                 out = model(v)
-                p = p + F.softmax(out.logits.float(), -1)
+                p = p + F.softmax(out.logits.float() / temperature, -1)
                 if k == 0:
                     first = out
         probs.append((p / len(views)).cpu())

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..config import Preprocessing
-from ..data.preprocess import BatchTransform, pil_to_array, resize_batch, tta_views
+from ..data.preprocess import BatchTransform, as_model_input, pil_to_array, tta_views
 from ..errors import FdrlError, InputError, first_line
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..runtime import resolve_device
@@ -120,10 +120,7 @@ class Recognizer:
                 raise InputError(f"predict_tensor: float values must lie in [0, 1], got min {lo:g}, max {hi:g}; "
                                  f"divide 0-255 pixels by 255 or pass a uint8 tensor")
         x = batch if batch.dtype == torch.uint8 else (batch * 255).round().to(torch.uint8)
-        if self.prep.grayscale and x.shape[1] == 3:
-            x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
-            x = x.to(torch.uint8)
-        x = resize_batch(x, self.prep.input_size, self.prep.source_size)
+        x = as_model_input(x, self.prep.input_size, self.prep.grayscale, self.prep.source_size)
         probs, alpha = self.classify(self.transform(x))
         res = PredictionResult(classes=self.classes)
         for i in range(len(x)):
