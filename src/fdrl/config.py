@@ -86,6 +86,9 @@ class DataConfig:
     # {dataset: NAME, root: PATH, split: SPLIT (train), options: {...}}; their classes are matched to this data
     # set's by name, and their samples of other classes or in the val/test splits are dropped (docs/training.md).
     extra_train: list[dict[str, Any]] = field(default_factory=list)
+    # Distillation: a file of teacher probabilities on this run's training split (`fdrl teach`); each training
+    # target becomes loss.distill_weight x the teachers' + the rest x the label's (docs/training.md).
+    teacher_targets: str | None = None
 
     def __post_init__(self) -> None:
         if self.decode_workers is not None and self.decode_workers < 1:
@@ -202,6 +205,9 @@ class TrainConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
+        if self.loss.distill_weight != LossConfig.distill_weight and not self.data.teacher_targets:
+            raise ConfigError(f"loss.distill_weight={self.loss.distill_weight} blends teacher targets into the "
+                              f"labels, and this run has none: set data.teacher_targets (a file of fdrl teach)")
         moved = sorted(set(self.model) & set(_TRUNK_KEYS))
         if moved:
             raise ConfigError(f"model: {moved} belong to the trunk section (trunk.{_TRUNK_KEYS[moved[0]]}); "

@@ -53,9 +53,15 @@ class LossConfig:
     # Logit adjustment (Menon et al., ICLR 2021): training logits + tau * log(class prior), so the plain logits
     # used at inference are balanced across classes (FER2013's disgust is 1.5 % of Training). 0 = off.
     logit_adjust: float = 0.0
+    # Distillation (data.teacher_targets): the teachers' share w of each training target, w x teachers' probabilities
+    # + (1 - w) x the label's target (one-hot, or the votes where the data set gives them).
+    distill_weight: float = 0.5
 
     def __post_init__(self) -> None:
         check_literal_fields(self)
+        if not 0.0 < self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must lie in (0, 1] (the teachers' share of each training target), "
+                             f"got {self.distill_weight}")
         if not 0.0 < self.centre_rate <= 1.0:
             raise ValueError(f"centre_rate must lie in (0, 1], got {self.centre_rate}")
         if self.centre_update == "learned":  # the optimiser moves learned centres: these would be ignored

@@ -20,6 +20,7 @@ from ..errors import ConfigError, DataError, TrainingError, UnknownDatasetError
 from .base import FERDataset
 from .datasets import class_indices
 from .registry import create_dataset, dataset_info, has_official_val, is_test_split, needs_root, refuse_test_split
+from .teachers import blend_teacher_targets, describe, read_teacher_targets
 from .tensors import TensorSet, concat_sets, decode_dataset
 
 
@@ -83,7 +84,8 @@ def training_ids(run: TrainConfig, root: str | None) -> set[str]:
 
 def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[str, TensorSet]:
     """Decode train/val/test into uint8 tensors; refuse a test split as ``val`` (runs select and are tuned on val)
-    and overlapping ids between the three."""
+    and overlapping ids between the three. With ``data.teacher_targets`` the training targets are the blend of
+    the teachers' probabilities and the labels (:func:`~fdrl.data.teachers.blend_teacher_targets`)."""
     d = cfg.data
     refuse_test_split(d.dataset, d.val_split, "select the checkpoint or tune the recipe (data.val_split)")
     soft = d.options.get("label_mode") == "distribution"
@@ -92,12 +94,17 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[s
         log(f"{d.dataset} has no validation split of its own: val = train/holdout "
             f"({d.val_fraction:.0%}, seeded), train = train/fit")
     check_extra_train(d)  # before anything is decoded
+    teacher = read_teacher_targets(d.teacher_targets) if d.teacher_targets else None  # likewise
     out: dict[str, TensorSet] = {}
     for role, split in (("train", train_split), ("val", d.val_split), ("test", d.test_split)):
         if split:
             out[role] = build_split(d, split, cfg.split_seed, role, soft=soft and role == "train", log=log)
     if d.extra_train:
         out["train"] = join_extra_train(cfg, out, log)
+    if teacher is not None:
+        out["train"] = blend_teacher_targets(out["train"], teacher, cfg.loss.distill_weight)
+        log(f"data train: targets = {cfg.loss.distill_weight:g} x teachers + {1 - cfg.loss.distill_weight:g} x "
+            f"labels, teachers from {describe(teacher)}")
     train_ids = set(out["train"].ids)
     for role in ("val", "test"):
         if role in out:
@@ -113,6 +120,11 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[s
     return out
 
 
+def val_split_name(d: DataConfig) -> str | None:
+    """The split a run validates on: ``val`` means ``train/holdout`` for a data set without one of its own."""
+    return _resolved(d.dataset, d.root, d.val_split)
+
+
 def _base(split: str) -> str:
     return split.split("/")[0]
 
@@ -126,7 +138,7 @@ def check_extra_train(d: DataConfig) -> None:
     """Refuse a ``data.extra_train`` entry that names an unknown data set, lacks a root, or names a test split (of
     its data set) or a split of the run's own data set that the run already uses: training on a test split would
     contaminate every figure later reported on it, and the run's own splits would be duplicates or leaks."""
-    own = {"test": d.test_split, "validation": _resolved(d.dataset, d.root, d.val_split),
+    own = {"test": d.test_split, "validation": val_split_name(d),
            "training": train_split_name(d)}
     for i, entry in enumerate(d.extra_train):
         where, name, root, split = f"data.extra_train[{i}]", entry["dataset"], entry["root"], entry["split"]

@@ -36,6 +36,7 @@ from ..errors import ConfigError, TrainingError, TrainingStopped
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
+from ..records import sha256_file
 from ..runtime import (
     DistInfo,
     amp_dtype,
@@ -134,7 +135,8 @@ def train_one_epoch(net: nn.Module, criterion: nn.Module, optimizer: torch.optim
             sums[k] = sums.get(k, 0) + v.detach() * len(bi)
         if output.alpha is not None:  # train_alpha_cv: when the weights go flat, without a validation split
             sums["alpha_cv"] = sums.get("alpha_cv", 0) + batch_alpha_cv(output.alpha)
-        labels = y.argmax(-1) if y.dim() == 2 else y
+        # the data set's labels, not the top class of a soft target (a teacher's, with data.teacher_targets)
+        labels = data.labels[bi].to(device) if t.mix == "none" else y.argmax(-1) if y.dim() == 2 else y
         correct += (output.logits.argmax(-1) == labels).sum()
         seen += len(bi)
         if step % t.log_every == 0 or step == len(batches):
@@ -182,6 +184,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_yaml(cfg))
     data = load_splits(cfg, log)
+    # which teacher targets train the run: recorded in every checkpoint and the summary, checked on --resume
+    teacher_sha = sha256_file(cfg.data.teacher_targets) if cfg.data.teacher_targets else None
     classes, prep = data["train"].classes, cfg.data.preprocessing
     model = create_model(cfg.model_name, num_classes=len(classes), **cfg.model_options()).to(device)
     criterion = create_criterion(model, cfg.loss).to(device)
@@ -194,7 +198,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
     start_epoch, best_acc, history = 0, -1.0, []
     if resume:
         start_epoch, best_acc, history = resume_from(out / "last.pt", cfg, model, criterion, optimizer, scheduler,
-                                                     scaler)
+                                                     scaler, teacher_sha)
         log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
         if info.main:
             _trim_log(out, start_epoch)
@@ -224,7 +228,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[s
             _log_row(out, row, tb)
             ck = make_checkpoint(model, classes, prep, criterion, optimizer, scheduler, epoch + 1, cfg, row,
                                  extra={"best_val_accuracy": best_acc, "history": history, "git_commit": commit,
-                                        "scaler_state": scaler.state_dict()})  # fp16 loss scale; {} when off
+                                        "scaler_state": scaler.state_dict(),  # fp16 loss scale; {} when off
+                                        **({"teacher_targets_sha256": teacher_sha} if teacher_sha else {})})
             if improved or "val" not in data:
                 atomic_save(ck, out / "best.pt")
             atomic_save(ck, out / "last.pt")
@@ -252,14 +257,21 @@ def step_scheduler(scheduler: Any, row: dict[str, Any]) -> None:
 
 def resume_from(path: Path, cfg: TrainConfig, model: nn.Module, criterion: nn.Module,
                 optimizer: torch.optim.Optimizer, scheduler: Any,
-                scaler: torch.amp.GradScaler) -> tuple[int, float, list[dict[str, Any]]]:
+                scaler: torch.amp.GradScaler,
+                teacher_sha: str | None = None) -> tuple[int, float, list[dict[str, Any]]]:
     """Load ``last.pt`` into the run's objects; returns (epochs done, best validation accuracy, history).
-    The fp16 loss scale is restored where the checkpoint has one (older files and runs without fp16 do not)."""
+    The fp16 loss scale is restored where the checkpoint has one (older files and runs without fp16 do not).
+    ``teacher_sha``: the sha256 of the run's ``data.teacher_targets`` file, which must be the one it began with."""
     if not path.is_file():
         raise TrainingError(f"--resume: {path} does not exist")
     ck = read_checkpoint(path, map_location="cpu")
     if ck["model_name"] != cfg.model_name:
         raise TrainingError(f"--resume: {path} holds {ck['model_name']}, config asks for {cfg.model_name}")
+    if ck.get("teacher_targets_sha256") != teacher_sha:
+        raise TrainingError(f"--resume: {path} was trained on teacher targets with sha256 "
+                            f"{ck.get('teacher_targets_sha256')}, data.teacher_targets is now "
+                            f"{cfg.data.teacher_targets} (sha256 {teacher_sha}); the run would not continue as it "
+                            f"began")
     model.load_state_dict(model_from_checkpoint(ck, str(path)).state_dict())
     criterion.load_state_dict(ck["criterion_state"])
     optimizer.load_state_dict(ck["optimizer_state"])
@@ -368,6 +380,8 @@ def finish(cfg: TrainConfig, out: Path, data: dict[str, TensorSet], model: nn.Mo
     for which in ("best", "last"):
         ck = read_checkpoint(out / f"{which}.pt", map_location="cpu")
         model.load_state_dict(model_from_checkpoint(ck, which).state_dict())
+        if ck.get("teacher_targets_sha256"):  # the targets file that trained it (data.teacher_targets)
+            summary["teacher_targets_sha256"] = ck["teacher_targets_sha256"]
         summary[which] = {"epoch": ck["epoch"], "val_accuracy": ck["metrics"].get("val_accuracy"),
                           "val_mean_class_accuracy": ck["metrics"].get("val_mean_class_accuracy")}
         if "test" not in data:
