@@ -8,6 +8,7 @@ Public API (imported lazily so that ``fdrl --help`` does not pay for importing t
     fdrl.load_checkpoint(path)
     fdrl.load_config("fer2013", ["data.root=..."]), fdrl.list_recipes()
     fdrl.train(config, out_dir), fdrl.evaluate_checkpoint(checkpoint, dataset, root, split)
+    fdrl.teach(config, teachers, out)
     fdrl.Recognizer(checkpoint=None), fdrl.create_detector(name)
 """
 
@@ -40,6 +41,7 @@ _LAZY = {
     "list_recipes": "fdrl.recipes",
     "evaluate_checkpoint": "fdrl.engine.evaluate",
     "train": "fdrl.engine.trainer",
+    "teach": "fdrl.engine.distill",
     "create_detector": "fdrl.faces",
     "FdrlError": "fdrl.errors",
     "Recognizer": "fdrl.inference.recognizer",

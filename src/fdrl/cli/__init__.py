@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fdrl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     catalog.add_parsers(sub)  # models, recipes
-    training.add_parsers(sub)  # demo, train, eval, explain
+    training.add_parsers(sub)  # demo, train, teach, eval, explain
     data.add_parsers(sub)  # data, prepare
     inference.add_parsers(sub)  # predict, export, serve
     reproduce.add_parsers(sub)  # reproduce

@@ -1,4 +1,4 @@
-"""``fdrl train``, ``eval``, ``explain`` and ``demo``: thin wrappers over :mod:`fdrl.engine`."""
+"""``fdrl train``, ``teach``, ``eval``, ``explain`` and ``demo``: thin wrappers over :mod:`fdrl.engine`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..literals import TTA_MODES
 from ..recipes import names_a_file
-from .options import add_overrides, add_split_source, positive_int
+from .options import PACKAGED_MODELS, add_overrides, add_split_source, positive_int, positive_number
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=demo_command)
 
     t = sub.add_parser("train", help="train a model from a packaged recipe or a YAML config")
-    source = t.add_mutually_exclusive_group()
-    source.add_argument("--recipe", metavar="NAME", help="a recipe shipped in the package (fdrl recipes lists them)")
-    source.add_argument("--config", metavar="FILE", help="your own YAML file (it may `inherit:` a recipe by name)")
+    add_run_source(t)
     t.add_argument("--baseline", action="store_true",
                    help="train the baseline twin: the same recipe, trunk and data, one linear layer as the head")
     add_overrides(t, help="override a config key, e.g. --set train.epochs=5 --set model.delta=0.3")
@@ -28,6 +26,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt exactly")
     t.add_argument("--folds", type=int, default=None, help="k-fold protocol (ckplus, mmi, oulu_casia)")
     t.set_defaults(func=train_command)
+
+    te = sub.add_parser("teach", help="the mean class probabilities of trained models (teachers) on a run's "
+                                      "training split, for distilling them into one model (data.teacher_targets)")
+    te.add_argument("--checkpoint", dest="teachers", action="append", required=True, metavar="FILE|NAME",
+                    help=f"a teacher: an fdrl checkpoint or a shipped model ({', '.join(PACKAGED_MODELS)}); "
+                         "repeat for each")
+    add_run_source(te)
+    add_overrides(te, help="override a config key of the student's run, as for fdrl train")
+    te.add_argument("--tta", choices=TTA_MODES, default=None, help="test-time views per teacher (default: none)")
+    te.add_argument("--temperature", type=positive_number, default=None, metavar="T",
+                    help="softmax(logits / T) per teacher (default: 1)")
+    te.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    te.add_argument("--batch-size", type=positive_int, default=None)
+    te.add_argument("--out", required=True, metavar="FILE", help="the targets file (.pt) to write")
+    te.set_defaults(func=teach_command)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a data set split and write a report")
     e.add_argument("--checkpoint", required=True)
@@ -54,14 +67,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     xp.set_defaults(func=explain_command)
 
 
-def train_command(args: argparse.Namespace) -> int:
+def add_run_source(p: argparse.ArgumentParser) -> None:
+    """``--recipe NAME`` or ``--config FILE``: the run's config, before ``--set`` overrides."""
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--recipe", metavar="NAME", help="a recipe shipped in the package (fdrl recipes lists them)")
+    source.add_argument("--config", metavar="FILE", help="your own YAML file (it may `inherit:` a recipe by name)")
+
+
+def run_config(args: argparse.Namespace):
+    """The config ``--recipe``/``--config``, ``--set`` (and ``--baseline`` where the command has it) resolve to."""
     from ..config import load_config
 
     if args.recipe is not None and names_a_file(args.recipe):
         raise ConfigError(f"--recipe {args.recipe}: expected the name of a packaged recipe (fdrl recipes lists "
                           "them); a YAML file goes to --config")
     source = args.recipe if args.recipe is not None else None if args.config is None else Path(args.config)
-    cfg = load_config(source, args.overrides, baseline=args.baseline)
+    return load_config(source, args.overrides, baseline=getattr(args, "baseline", False))
+
+
+def train_command(args: argparse.Namespace) -> int:
+    cfg = run_config(args)
     if args.folds:
         from ..engine.folds import train_folds
 
@@ -71,6 +96,15 @@ def train_command(args: argparse.Namespace) -> int:
     from ..engine.trainer import train
 
     train(cfg, args.out, resume=args.resume)
+    return 0
+
+
+def teach_command(args: argparse.Namespace) -> int:
+    from ..engine.distill import teach
+
+    given = {"tta": args.tta, "temperature": args.temperature, "device": args.device, "batch_size": args.batch_size}
+    teach(run_config(args), args.teachers, args.out, **{k: v for k, v in given.items() if v is not None})
+    print(f"train with: --set data.teacher_targets={args.out} (and loss.distill_weight, the teachers' share)")
     return 0
 
 
