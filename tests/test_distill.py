@@ -3,6 +3,8 @@ a student trained on their blend with the labels (``data.teacher_targets``, ``lo
 
 import hashlib
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,8 @@ import torch.nn.functional as F
 
 import fdrl
 from fdrl.checkpoint import atomic_save, make_checkpoint
-from fdrl.cli import main
+from fdrl.cli import build_parser, main
+from fdrl.cli.training import run_config
 from fdrl.config import Preprocessing, load_config, to_dict
 from fdrl.data.loading import load_splits
 from fdrl.data.preprocess import BatchTransform
@@ -255,3 +258,15 @@ def test_the_teach_command_runs_end_to_end_with_a_shipped_teacher(teachers, spli
     assert t.meta["teacher_sha256"] == [_sha(teachers[0]), _sha(shipped_file("fer2013"))]
     assert t.meta["tta"] == "flip" and t.meta["temperature"] == 1.0
     torch.testing.assert_close(t.probs.sum(1), torch.ones(28))
+
+
+def test_the_documented_commands_parse():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    section = page.split("## Distilling an ensemble into one model\n")[1].split("\n## ")[0]
+    block = section.split("```bash\n")[1].split("```")[0].replace("\\\n", " ")
+    teach_args, train_args = (build_parser().parse_args(shlex.split(line)[1:]) for line in block.splitlines())
+    assert teach_args.func.__name__ == "teach_command" and teach_args.tta == "flip"
+    assert teach_args.teachers == ["runs/s0/best.pt", "runs/s1/best.pt", "fer2013"]
+    assert run_config(teach_args).data.root == "PATH"
+    student = run_config(train_args)
+    assert student.data.teacher_targets == teach_args.out == "runs/teachers.pt" and student.data.root == "PATH"
