@@ -1,5 +1,5 @@
 """What a result file records beside its figures: what produced it, the command, the machine (benchmarks' and
-scripts' ``--json`` files; torch-free).
+scripts' ``--json`` files; torch-free); and the sha256 by which runs and transfers name the files they read.
 
 The file is a result file in the sense of ``scripts/results_tables.py``: written to ``results/NAME.json`` and named
 in a page's ``<!-- results:NAME -->`` block, it is the table that page prints, so a new run of the benchmark is a new
