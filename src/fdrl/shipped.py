@@ -7,6 +7,7 @@ and ``fdrl predict``. It sits at the bottom of the package so that training can 
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -19,3 +20,10 @@ def shipped_file(name: str, cards: bool = False) -> Path:
     """Where the shipped model (or, with ``cards``, its model card) called ``name`` lives; it may be absent."""
     table = MODEL_CARDS if cards else PACKAGED_MODELS
     return Path(str(resources.files("fdrl") / "weights" / table[name]))
+
+
+def model_file(name: str | os.PathLike[str]) -> Path:
+    """A checkpoint named by its path, or by a shipped model's name (``fer2013``) where no file of that name
+    exists; the file itself may be absent (its reader says so)."""
+    name = os.fspath(name)
+    return shipped_file(name) if name in PACKAGED_MODELS and not Path(name).exists() else Path(name)

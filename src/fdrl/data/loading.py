@@ -12,10 +12,11 @@ import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from ..config import DataConfig, TrainConfig
+from ..config import DataConfig, TrainConfig, from_dict
 from ..errors import ConfigError, DataError, TrainingError, UnknownDatasetError
 from .base import FERDataset
 from .datasets import class_indices
@@ -80,6 +81,24 @@ def training_ids(run: TrainConfig, root: str | None) -> set[str]:
     of the same data set -- with the run's own options and cut (its ``split_seed`` and ``val_fraction``)."""
     d = dataclasses.replace(run.data, root=root)
     return {s.id for s in list_split(d, train_split_name(d), run.split_seed).samples}
+
+
+def seen_faces(trained: dict[str, Any] | None, cfg: TrainConfig,
+               data: dict[str, TensorSet]) -> tuple[TrainConfig, dict[str, int]] | None:
+    """What a checkpoint saw of a run's held-out faces: the run its training config (``trained``) describes and,
+    for each of ``data``'s ``val`` and ``test`` splits that shares samples with that run's training split (listed
+    from ``cfg``'s root, with the checkpoint's own cut), how many. ``None`` for a checkpoint without a readable
+    config or trained on another data set. A fine-tune and a teacher answer for these faces differently."""
+    if not trained:
+        return None
+    try:
+        run = from_dict(TrainConfig, trained)
+    except ConfigError:
+        return None
+    if run.data.dataset != cfg.data.dataset:
+        return None
+    seen = training_ids(run, cfg.data.root)
+    return run, {role: n for role in ("val", "test") if role in data and (n := len(seen & set(data[role].ids)))}
 
 
 def load_splits(cfg: TrainConfig, log: Callable[[str], None] = _quiet) -> dict[str, TensorSet]:

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from ..checkpoint import LoadedCheckpoint, load_checkpoint
-from ..config import Preprocessing, TrainConfig, from_dict
+from ..config import Preprocessing, TrainConfig
 from ..data.datasets import class_indices
-from ..data.loading import load_splits, train_split_name, training_ids, val_split_name
+from ..data.loading import load_splits, seen_faces, train_split_name, val_split_name
 from ..data.preprocess import BatchTransform, as_model_input
 from ..data.registry import is_test_split
 from ..data.teachers import save_teacher_targets
@@ -32,7 +32,7 @@ from ..literals import TTA_MODES
 from ..losses import LossConfig
 from ..records import sha256_file
 from ..runtime import resolve_device
-from ..shipped import PACKAGED_MODELS, shipped_file
+from ..shipped import PACKAGED_MODELS, model_file
 from .evaluate import predict
 
 
@@ -48,13 +48,11 @@ class TeacherInput:
 
 def teacher_file(teacher: str | os.PathLike[str]) -> Path:
     """A teacher's checkpoint: a file, or the name of a model shipped in the package (``fer2013``, ``ferplus``)."""
-    name = os.fspath(teacher)
-    if name in PACKAGED_MODELS and not Path(name).exists():
-        return shipped_file(name)
-    if not Path(name).is_file():
-        raise CheckpointError(f"teacher {name!r}: no such checkpoint (a file, or a shipped model: "
+    path = model_file(teacher)
+    if not path.is_file():
+        raise CheckpointError(f"teacher {os.fspath(teacher)!r}: no such checkpoint (a file, or a shipped model: "
                               f"{', '.join(PACKAGED_MODELS)})")
-    return Path(name)
+    return path
 
 
 def refuse_held_out_split(cfg: TrainConfig) -> None:
@@ -85,18 +83,15 @@ def _check_seen_faces(loaded: LoadedCheckpoint, cfg: TrainConfig, data: dict[str
     """A teacher that trained on the run's test faces is refused (its targets would carry them into the student's
     test figure); one that trained on its validation faces is warned about (selection becomes optimistic)."""
     try:
-        run = from_dict(TrainConfig, loaded.config) if loaded.config else None
-    except ConfigError:
-        return
-    if run is None or run.data.dataset != cfg.data.dataset:
-        return
-    try:
-        seen = training_ids(run, cfg.data.root)
+        found = seen_faces(loaded.config, cfg, data)
     except DataError as exc:
         log(f"warning: teacher {name}: could not list the faces it trained on ({exc})")
         return
+    if not found:
+        return
+    run, counts = found
     for role in ("test", "val"):
-        n = len(seen & set(data[role].ids)) if role in data else 0
+        n = counts.get(role, 0)
         if not n:
             continue
         split = getattr(cfg.data, f"{role}_split")

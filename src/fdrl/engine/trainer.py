@@ -27,12 +27,12 @@ import torch.distributed as dist
 from torch import nn
 
 from ..checkpoint import atomic_save, make_checkpoint, model_from_checkpoint, read_checkpoint, versions
-from ..config import TrainConfig, TrainSection, dump_yaml, from_dict, to_dict
-from ..data.loading import load_splits, train_split_name, training_ids
+from ..config import TrainConfig, TrainSection, dump_yaml, to_dict
+from ..data.loading import load_splits, seen_faces, train_split_name
 from ..data.mix import mix_batch
 from ..data.preprocess import BatchTransform
 from ..data.tensors import TensorSet
-from ..errors import ConfigError, TrainingError, TrainingStopped
+from ..errors import TrainingError, TrainingStopped
 from ..losses import create_criterion
 from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
@@ -48,7 +48,7 @@ from ..runtime import (
     weights_digest,
     wrap_model,
 )
-from ..shipped import PACKAGED_MODELS, shipped_file
+from ..shipped import model_file
 from .decomposition import EPOCH_FIGURES, batch_alpha_cv, decomposition_metrics
 from .evaluate import predict, tta_metrics
 from .report import classification_metrics, plot_curves, write_report
@@ -311,8 +311,7 @@ def init_from_checkpoint(model: nn.Module, path: str, log, parts: str = "all") -
       head option such as ``model.intra_out_dim`` changed one layer's shape); the rest start fresh, listed in the log.
 
     Anything else missing is an error, not a silent partial load."""
-    if path in PACKAGED_MODELS and not Path(path).exists():
-        path = str(shipped_file(path))
+    path = os.fspath(model_file(path))
     ck = read_checkpoint(path)
     if parts != "trunk" and ck["model_name"] != model.model_name:
         raise TrainingError(f"init_from {path}: holds {ck['model_name']}, this run trains {model.model_name} "
@@ -337,24 +336,18 @@ def refuse_seen_faces(init_config: dict[str, Any] | None, cfg: TrainConfig, data
     """Refuse a fine-tune whose validation or test faces trained the model it starts from: a checkpoint trained
     on ``train/fit`` of one cut has seen ~90 % of another cut's ``train/holdout`` (``train.seed`` also seeds the
     cut), which would select and report on memorised faces."""
-    if not init_config:
+    found = seen_faces(init_config, cfg, data)
+    if not found:
         return
-    try:
-        init = from_dict(TrainConfig, init_config)
-    except ConfigError:
-        return
-    if init.data.dataset != cfg.data.dataset:
-        return
-    seen = training_ids(init, cfg.data.root)
-    for role in ("val", "test"):
-        if role in data and (n := len(seen & set(data[role].ids))):
-            split = getattr(cfg.data, f"{role}_split")
-            raise TrainingError(
-                f"init_from {path}: {n} of the {len(data[role])} faces of {role} split {split!r} trained that "
-                f"model (it was trained on {cfg.data.dataset} {train_split_name(init.data)!r} cut with seed "
-                f"{init.split_seed}, val_fraction {init.data.val_fraction}; this run's cut: seed {cfg.split_seed}, "
-                f"val_fraction {cfg.data.val_fraction}). Set data.split_seed={init.split_seed} and "
-                f"data.val_fraction={init.data.val_fraction} to keep its held-out faces held out")
+    init, counts = found
+    for role, n in counts.items():
+        split = getattr(cfg.data, f"{role}_split")
+        raise TrainingError(
+            f"init_from {path}: {n} of the {len(data[role])} faces of {role} split {split!r} trained that "
+            f"model (it was trained on {cfg.data.dataset} {train_split_name(init.data)!r} cut with seed "
+            f"{init.split_seed}, val_fraction {init.data.val_fraction}; this run's cut: seed {cfg.split_seed}, "
+            f"val_fraction {cfg.data.val_fraction}). Set data.split_seed={init.split_seed} and "
+            f"data.val_fraction={init.data.val_fraction} to keep its held-out faces held out")
 
 
 def _tensorboard(out: Path):
